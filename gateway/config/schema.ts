@@ -1,0 +1,113 @@
+// The config file's shape: every key typed, defaulted and described once. The same schema validates
+// the YAML, generates config/gateway.schema.json for editors, and feeds the README's reference table.
+import { z } from 'zod'
+import proxyAddr from 'proxy-addr'
+import { parseDuration, parseSize } from './units.ts'
+
+const DURATION_MESSAGE = 'expected a duration like 250ms, 30s, 5m, 1h'
+const SIZE_MESSAGE = 'expected a size like 16KiB, 10MiB or a number of bytes'
+
+const duration = z.string({ error: DURATION_MESSAGE })
+  .regex(/^\s*\d+(\.\d+)?(ms|s|m|h|d)\s*$/, DURATION_MESSAGE)
+  .transform((text) => parseDuration(text)!)
+
+const size = z.union([
+  z.int({ error: SIZE_MESSAGE }).min(0, SIZE_MESSAGE),
+  z.string({ error: SIZE_MESSAGE }).regex(/^\s*\d+(\.\d+)?\s*([KMG]i?)?B\s*$/i, SIZE_MESSAGE),
+], { error: SIZE_MESSAGE }).transform((value) => parseSize(value)!)
+
+const port = z.int({ error: 'expected a port number' }).min(0).max(65535)
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+const MATCH_MESSAGE = 'expected "METHOD /path" like "GET /api/leads/:id", "GET,HEAD /x" or "/any-method"'
+/** "GET /api/leads/:id", "GET,HEAD /path", "* /path" or "/path" (any method). */
+export const MATCH_PATTERN = /^\s*(?:((?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)(?:\s*,\s*(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS))*|\*)\s+)?(\/\S*)\s*$/
+
+const matchString = z.string({ error: MATCH_MESSAGE }).regex(MATCH_PATTERN, MATCH_MESSAGE)
+const matchObject = z.strictObject({
+  methods: z.array(z.enum(METHODS)).min(1).optional()
+    .describe('HTTP methods this route answers; absent means every method'),
+  path: z.string().regex(/^\/\S*$/, 'expected a path starting with /')
+    .describe('Path pattern: /literal, /:param, /prefix/* (find-my-way syntax)'),
+  host: z.string().min(1).optional().describe('Only requests for this Host header (port ignored)'),
+})
+const match = z.union([matchString, z.array(matchString).min(1), matchObject], { error: MATCH_MESSAGE })
+
+export const RouteSchema = z.strictObject({
+  name: z.string({ error: 'expected a route name' }).min(1)
+    .describe('Unique name: shown in logs, metrics and errors'),
+  match: match.describe('What the route matches: "GET /api/leads/:id", a list of those, or { methods, path, host }'),
+  maxBodySize: size.optional().describe('Largest request body accepted on this route (413 above); default listen.maxBodySize'),
+})
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+export const ConfigSchema = z.strictObject({
+  listen: z.strictObject({
+    host: z.string().default('0.0.0.0').describe('Address the proxy listens on'),
+    port: port.default(8080).describe('Port the proxy listens on'),
+    timeouts: z.strictObject({
+      headers: duration.prefault('10s').describe('Time a client has to send the request head (slowloris guard)'),
+      request: duration.prefault('5m').describe('Time a client has to send the whole request, body included'),
+      keepAlive: duration.prefault('5s').describe('How long an idle client connection stays open'),
+    }).prefault({}),
+    maxHeaderSize: size.prefault('16KiB').describe('Largest request head accepted (431 above)'),
+    maxBodySize: size.prefault('10MiB').describe('Largest request body accepted unless a route says otherwise (413 above)'),
+  }).prefault({}).describe('The client-facing listener'),
+  admin: z.strictObject({
+    host: z.string().default('0.0.0.0').describe('Address of the admin listener (/healthz, /readyz)'),
+    port: port.default(9090).describe('Port of the admin listener'),
+  }).prefault({}).describe('The admin listener for probes'),
+  upstream: z.strictObject({
+    url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .describe('Origin of the API behind the gateway'),
+    connections: z.int().min(1).max(10_000).default(64).describe('Keep-alive connections in the upstream pool'),
+    timeouts: z.strictObject({
+      connect: duration.prefault('2s').describe('Time to open a TCP/TLS connection to the upstream (504 above)'),
+      headers: duration.prefault('15s').describe('Time for the upstream to send response headers (504 above)'),
+      body: duration.prefault('30s').describe('Longest pause between two chunks of the upstream response body'),
+      keepAlive: duration.prefault('4s').describe('How long an idle upstream connection is kept; keep it below the upstream\'s own'),
+    }).prefault({}),
+    host: z.enum(['preserve', 'upstream']).default('preserve')
+      .describe('Host header sent upstream: the client\'s (preserve) or the upstream URL\'s host (upstream)'),
+  }).describe('The API the gateway protects'),
+  redis: z.strictObject({
+    url: z.string().default('').describe('redis:// URL shared by replicas; empty keeps everything in process'),
+  }).prefault({}),
+  trustedProxies: z.array(z.string().refine(isProxyAddress, 'expected an IP address, a CIDR, or loopback/linklocal/uniquelocal'))
+    .default([])
+    .describe('Peers (IPs, CIDRs, or loopback/linklocal/uniquelocal) whose X-Forwarded-For is believed'),
+  unmatched: z.enum(['forward', 'reject']).default('forward')
+    .describe('Requests no route matches: forward them unchanged, or answer 404'),
+  log: z.strictObject({
+    level: z.enum(LOG_LEVELS).default('info').describe('pino log level'),
+  }).prefault({}),
+  shutdown: z.strictObject({
+    drainTimeout: duration.prefault('10s').describe('On SIGTERM, how long in-flight requests may take before connections are cut'),
+  }).prefault({}),
+  routes: z.array(RouteSchema).default([]).superRefine(refuseDuplicateNames)
+    .describe('Route rules, matched by method, path and host'),
+})
+
+function isProxyAddress(text: string): boolean {
+  try { proxyAddr.compile(text); return true } catch { return false }
+}
+
+function refuseDuplicateNames(routes: Array<{ name: string }>, ctx: z.RefinementCtx): void {
+  const seen = new Map<string, number>()
+  routes.forEach((route, index) => {
+    const first = seen.get(route.name)
+    if (first === undefined) seen.set(route.name, index)
+    else ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `route name "${route.name}" is already used by routes[${first}]` })
+  })
+}
+
+export type Config = z.output<typeof ConfigSchema>
+export type RouteConfig = z.output<typeof RouteSchema>
+
+export function configJsonSchema(): object {
+  return {
+    ...z.toJSONSchema(ConfigSchema, { io: 'input' }),
+    title: 'API gateway configuration',
+  }
+}

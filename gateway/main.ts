@@ -1,0 +1,130 @@
+// The gateway process: CLI, start-up, SIGTERM/SIGINT drain and SIGHUP reload.
+//   gateway [--config FILE] [--check]      (FILE also from GATEWAY_CONFIG; none = embedded defaults)
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { parseArgs } from 'node:util'
+import type { Logger } from 'pino'
+import { ConfigError, loadPlan } from './config/load.ts'
+import type { Plan } from './config/compile.ts'
+import { createProxyServer, type GatewayState } from './server.ts'
+import { createAdminServer } from './admin.ts'
+import { closeUpstream, openUpstream } from './upstream/pool.ts'
+import { createLogger, logEvents } from './observability/logs.ts'
+import { publishNotice } from './observability/events.ts'
+
+const USAGE = `usage: gateway [--config FILE] [--check]
+  --config, -c FILE   the YAML config (default: $GATEWAY_CONFIG, else the embedded defaults)
+  --check             validate the config, print every problem, exit 0 if it is valid`
+
+export async function main(argv: string[]): Promise<number> {
+  let args
+  try {
+    args = parseArgs({ args: argv, options: {
+      config: { type: 'string', short: 'c' }, check: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    } }).values
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`)
+    return 2
+  }
+  if (args.help) {
+    console.log(USAGE)
+    return 0
+  }
+  const file = args.config ?? process.env.GATEWAY_CONFIG ?? null
+
+  let plan: Plan
+  try {
+    plan = loadPlan(file)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    console.error(err.message)
+    return 1
+  }
+  if (args.check) {
+    console.log(`${file ?? '(embedded defaults)'}: ok, ${plan.routes.length} routes`)
+    return 0
+  }
+  await run(plan, file)
+  return 0
+}
+
+async function run(plan: Plan, file: string | null): Promise<void> {
+  const logger = createLogger(process.env.LOG_LEVEL ?? plan.config.log.level)
+  logEvents(logger)
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception')
+    process.exit(1)
+  })
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'))
+
+  const state: GatewayState = { plan, upstream: openUpstream(plan.config.upstream), draining: false }
+  const proxy = createProxyServer(state)
+  const admin = createAdminServer(state)
+  await Promise.all([
+    listen(proxy, plan.config.listen.port, plan.config.listen.host),
+    listen(admin, plan.config.admin.port, plan.config.admin.host),
+  ])
+  logger.info({
+    port: (proxy.address() as AddressInfo).port,
+    adminPort: (admin.address() as AddressInfo).port,
+    upstream: state.upstream.origin,
+    config: file ?? '(embedded defaults)',
+    routes: plan.routes.length,
+  }, 'gateway listening')
+
+  process.on('SIGHUP', () => reload(state, file, logger))
+  const stop = async (signal: string) => {
+    if (state.draining) return
+    logger.info({ signal, drainTimeoutMs: state.plan.config.shutdown.drainTimeout }, 'draining')
+    await drain(state, proxy, admin)
+    logger.info('stopped')
+    logger.flush()
+    process.exit(0)
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+/** Stop accepting, let in-flight requests finish (bounded by the drain timeout), then close the pool. */
+async function drain(state: GatewayState, proxy: Server, admin: Server): Promise<void> {
+  state.draining = true
+  const closed = once(proxy, 'close')
+  proxy.close()
+  proxy.closeIdleConnections()
+  const deadline = setTimeout(() => proxy.closeAllConnections(), state.plan.config.shutdown.drainTimeout)
+  await closed
+  clearTimeout(deadline)
+  await closeUpstream(state.upstream, 1000)
+  admin.close()
+  admin.closeAllConnections()
+}
+
+/** SIGHUP: load the file again; a valid one replaces the Plan (and the pool, if the upstream changed). */
+function reload(state: GatewayState, file: string | null, logger: Logger): void {
+  let next: Plan
+  try {
+    next = loadPlan(file)
+  } catch (err) {
+    publishNotice({ level: 'error', msg: 'config reload failed; the old config keeps serving', problems: (err as ConfigError).problems ?? [String(err)] })
+    return
+  }
+  const before = state.plan.config
+  const old = state.upstream
+  if (JSON.stringify(next.config.upstream) !== JSON.stringify(before.upstream)) {
+    state.upstream = openUpstream(next.config.upstream)
+    void closeUpstream(old, next.config.shutdown.drainTimeout)
+  }
+  state.plan = next
+  const needsRestart = ['listen', 'admin'].filter((key) =>
+    JSON.stringify(next.config[key as 'listen' | 'admin']) !== JSON.stringify(before[key as 'listen' | 'admin']))
+  if (needsRestart.length) logger.warn({ keys: needsRestart }, 'these settings change only on restart')
+  logger.info({ routes: next.routes.length }, 'config reloaded')
+}
+
+async function listen(server: Server, port: number, host: string): Promise<void> {
+  server.listen(port, host)
+  await once(server, 'listening')
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2))

@@ -1,0 +1,45 @@
+// Structured JSON logs (pino): one line per request, plus the gateway's notices.
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import pino, { type Logger } from 'pino'
+import type { Ctx } from '../pipeline.ts'
+import { CHANNELS, type Notice } from './events.ts'
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'gateway' }, timestamp: pino.stdTimeFunctions.isoTime })
+}
+
+/** Subscribes the logger to the request and notice channels; returns the unsubscribe function. */
+export function logEvents(logger: Logger): () => void {
+  const onRequest = (message: unknown) => logger.info(requestLine(message as Ctx), 'request')
+  const onNotice = (message: unknown) => {
+    const { level, msg, err, ...fields } = message as Notice
+    logger[level]({ ...fields, ...(err ? { err } : {}) }, msg)
+  }
+  subscribe(CHANNELS.request, onRequest)
+  subscribe(CHANNELS.notice, onNotice)
+  return () => {
+    unsubscribe(CHANNELS.request, onRequest)
+    unsubscribe(CHANNELS.notice, onNotice)
+  }
+}
+
+export function requestLine(ctx: Ctx): Record<string, unknown> {
+  const queryAt = ctx.req.url?.indexOf('?') ?? -1
+  return {
+    requestId: ctx.id,
+    route: ctx.route?.name ?? null,
+    method: ctx.req.method,
+    path: queryAt === -1 ? ctx.req.url : ctx.req.url!.slice(0, queryAt),
+    status: ctx.error?.code === 'client_closed' ? 499 : ctx.status ?? 0,
+    durationMs: round(performance.now() - ctx.t0),
+    bytesOut: ctx.bytesOut,
+    upstreamMs: ctx.upstreamResponse ? round(ctx.upstreamResponse.headersMs) : null,
+    upstreamStatus: ctx.upstreamResponse?.status ?? null,
+    clientIp: ctx.clientIp,
+    ...(ctx.error ? { error: ctx.error.code, errorSource: ctx.error.source } : {}),
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100
+}

@@ -1,0 +1,90 @@
+// THE request story. Each phase is one function in one module; it either lets the request continue
+// (returns undefined) or answers it (returns a Reply). The order is fixed:
+//
+//   route → admit → forward (→ upstream) → decorate → send        fail: any thrown error → problem+json
+//   404      400/413   502/504                                      log: always, exactly once
+//
+// Later phases (identify, limit, lookup, invalidate) slot in between admit and forward.
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { Plan, Route } from './config/compile.ts'
+import type { Upstream } from './upstream/pool.ts'
+import { GatewayError, problemDocument, toGatewayError } from './errors.ts'
+import { route } from './routing/route.ts'
+import { admit } from './admit.ts'
+import { forward } from './upstream/forward.ts'
+import { publishRequest } from './observability/events.ts'
+
+export interface Reply { status: number; headers: OutgoingHttpHeaders; body?: Buffer | Readable }
+/** undefined = continue with the next phase. */
+export type Verdict = Reply | undefined
+
+/** Everything one request's phases read and write; one per request. */
+export interface Ctx {
+  readonly id: string
+  /** performance.now() when the request arrived. */
+  readonly t0: number
+  readonly req: IncomingMessage
+  readonly plan: Plan
+  readonly upstream: Upstream
+  /** The real client: the socket peer, or the first untrusted X-Forwarded-For hop behind trusted proxies. */
+  readonly clientIp: string
+  readonly peerAddress: string
+  /** True once the gateway is draining: responses close their connection. */
+  readonly draining: boolean
+  route?: Route
+  params?: Record<string, string>
+  upstreamResponse?: { status: number; headersMs: number }
+  status?: number
+  bytesOut: number
+  error?: GatewayError
+}
+
+export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
+  try {
+    const reply = route(ctx) ?? admit(ctx)
+    if (reply) return send(ctx, res, reply)
+    await forward(ctx, res)
+  } catch (err) {
+    send(ctx, res, fail(ctx, toGatewayError(err)))
+  } finally {
+    if (res.writableFinished || res.destroyed) log(ctx)
+    else res.once('close', () => log(ctx))
+  }
+}
+
+/** The one place gateway headers are added to every response, local or proxied. */
+export function decorate(ctx: Ctx, headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  headers['x-request-id'] = ctx.id
+  if (ctx.draining) headers.connection = 'close'
+  return headers
+}
+
+/** Turns an error into the client's answer: a problem document with the request id, never a stack. */
+export function fail(ctx: Ctx, err: GatewayError): Reply {
+  ctx.error = err
+  const body = Buffer.from(JSON.stringify(problemDocument(err, ctx.id)))
+  return { status: err.status, headers: { 'content-type': 'application/problem+json', 'content-length': body.length }, body }
+}
+
+export function send(ctx: Ctx, res: ServerResponse, reply: Reply): void {
+  if (res.headersSent || res.destroyed) {
+    // Too late for a clean answer: cutting the connection is the only honest signal left.
+    res.destroy()
+    return
+  }
+  ctx.status = reply.status
+  res.writeHead(reply.status, decorate(ctx, reply.headers))
+  if (reply.body === undefined || Buffer.isBuffer(reply.body)) {
+    ctx.bytesOut += reply.body?.length ?? 0
+    res.end(reply.body)
+  } else {
+    reply.body.on('data', (chunk: Buffer) => { ctx.bytesOut += chunk.length })
+    reply.body.pipe(res)
+  }
+}
+
+/** Hands the finished request to whoever listens (logs, metrics); exactly once, after the response. */
+function log(ctx: Ctx): void {
+  publishRequest(ctx)
+}

@@ -1,0 +1,61 @@
+// Route matching: method + path pattern + optional host, backed by find-my-way's radix tree.
+import FindMyWay from 'find-my-way'
+
+export interface RouteMatchSpec { methods: readonly string[]; path: string; host?: string }
+export interface RouteMatch<R> { route: R; params: Record<string, string> }
+export interface Router<R> { find(method: string, host: string | undefined, url: string): RouteMatch<R> | null }
+
+export const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+export class RouteConflict extends Error {
+  readonly routeIndex: number
+  constructor(routeIndex: number, message: string) {
+    super(message)
+    this.routeIndex = routeIndex
+  }
+}
+
+/**
+ * Builds the matcher. GET routes also answer HEAD (HEAD is GET without a body) unless some route
+ * claims HEAD for the same path itself. Two routes claiming the same method and path shape conflict.
+ */
+export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonly RouteMatchSpec[] }>): Router<R> {
+  const router = FindMyWay({ caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: 500 })
+  const claimed = new Map<string, number>()
+  const implicitHeads: Array<{ spec: RouteMatchSpec; route: R }> = []
+  routes.forEach(({ route, specs }, index) => {
+    for (const spec of specs) {
+      for (const method of spec.methods) {
+        const claim = `${method} ${spec.path.replace(/:[^/]+/g, ':')} ${spec.host ?? '*'}`
+        const owner = claimed.get(claim)
+        if (owner !== undefined) throw new RouteConflict(index, `${method} ${spec.path} is already matched by routes[${owner}]`)
+        claimed.set(claim, index)
+        register(router, method, spec, route)
+      }
+      if (spec.methods.includes('GET') && !spec.methods.includes('HEAD')) implicitHeads.push({ spec, route })
+    }
+  })
+  for (const { spec, route } of implicitHeads) {
+    if (!router.hasRoute('HEAD', spec.path, spec.host ? { host: spec.host } : {})) register(router, 'HEAD', spec, route)
+  }
+  return {
+    find(method, host, url) {
+      const queryAt = url.indexOf('?')
+      const path = queryAt === -1 ? url : url.slice(0, queryAt)
+      const found = router.find(method as FindMyWay.HTTPMethod, path, host ? { host: stripPort(host) } : {})
+      if (!found) return null
+      return { route: found.store as R, params: found.params as Record<string, string> }
+    },
+  }
+}
+
+function register<R>(router: FindMyWay.Instance<FindMyWay.HTTPVersion.V1>, method: string, spec: RouteMatchSpec, route: R): void {
+  const options = spec.host ? { constraints: { host: spec.host } } : {}
+  router.on(method as FindMyWay.HTTPMethod, spec.path, options, () => {}, route)
+}
+
+function stripPort(host: string): string {
+  if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1)
+  const colon = host.indexOf(':')
+  return colon === -1 ? host : host.slice(0, colon)
+}

@@ -1,0 +1,110 @@
+// Phase `forward`: streams the request to the upstream through the pool and the response back, both ways
+// without buffering. A client that goes away aborts the upstream request; upstream failures become
+// GatewayErrors (502 refused/reset, 504 timeout) for `fail` to answer with.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline as pipe, Transform, type Readable, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { Dispatcher } from 'undici'
+import { decorate, type Ctx } from '../pipeline.ts'
+import { GatewayError, type ErrorCode } from '../errors.ts'
+import { maxBodySize } from '../admit.ts'
+import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
+
+export async function forward(ctx: Ctx, res: ServerResponse): Promise<void> {
+  const { req, upstream } = ctx
+  const abort = new AbortController()
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort(new GatewayError('client_closed'))
+  })
+  const started = performance.now()
+  let response: Dispatcher.ResponseData
+  try {
+    response = await upstream.pool.request({
+      method: req.method as Dispatcher.HttpMethod,
+      path: upstream.basePath + req.url,
+      headers: upstreamRequestHeaders(req.headers, {
+        peerAddress: ctx.peerAddress,
+        peerTrusted: ctx.plan.isTrustedProxy(ctx.peerAddress, 0),
+        requestId: ctx.id,
+        host: upstream.settings.host === 'preserve' ? req.headers.host ?? upstream.host : upstream.host,
+      }),
+      body: requestBody(req, maxBodySize(ctx)),
+      signal: abort.signal,
+    })
+  } catch (err) {
+    throw toUpstreamError(abort.signal.reason ?? err)
+  }
+  const { statusCode, headers, body, trailers } = response
+  ctx.upstreamResponse = { status: statusCode, headersMs: performance.now() - started }
+  ctx.status = statusCode
+  res.writeHead(statusCode, decorate(ctx, clientResponseHeaders(headers)))
+  body.on('data', (chunk: Buffer) => { ctx.bytesOut += chunk.length })
+  try {
+    await pipeline(body, res, { end: false })
+    if (Object.keys(trailers).length) res.addTrailers(trailers as Record<string, string>)
+    res.end()
+  } catch (err) {
+    // Headers are out, so the client can only learn of the failure by the connection closing.
+    ctx.error = toUpstreamError(abort.signal.reason ?? err)
+    body.destroy()
+    res.destroy()
+  }
+}
+
+/** The request body as a stream for undici, or null when there is none; chunked bodies are counted. */
+function requestBody(req: IncomingMessage, limit: number): Readable | null {
+  const declared = req.headers['content-length']
+  if (declared !== undefined) return declared === '0' ? null : req // node's parser holds the body to this length
+  if (req.headers['transfer-encoding'] === undefined) return null
+  return pipe(req, new BodyLimit(limit), () => {})
+}
+
+/** Fails the upload with 413 as soon as a chunked body grows past the route's limit. */
+class BodyLimit extends Transform {
+  readonly limit: number
+  seen = 0
+  constructor(limit: number) {
+    super()
+    this.limit = limit
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.seen += chunk.length
+    if (this.seen > this.limit) done(new GatewayError('body_too_large', { detail: `the body may be at most ${this.limit} bytes` }))
+    else done(null, chunk)
+  }
+}
+
+const UPSTREAM_ERROR_CODES: Record<string, ErrorCode> = {
+  ECONNREFUSED: 'upstream_unreachable',
+  ECONNRESET: 'upstream_unreachable',
+  EPIPE: 'upstream_unreachable',
+  ENOTFOUND: 'upstream_unreachable',
+  EAI_AGAIN: 'upstream_unreachable',
+  EHOSTUNREACH: 'upstream_unreachable',
+  UND_ERR_SOCKET: 'upstream_unreachable',
+  UND_ERR_CLOSED: 'upstream_unreachable',
+  UND_ERR_DESTROYED: 'upstream_unreachable',
+  UND_ERR_CONNECT_TIMEOUT: 'upstream_timeout',
+  UND_ERR_HEADERS_TIMEOUT: 'upstream_timeout',
+  UND_ERR_BODY_TIMEOUT: 'upstream_timeout',
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'upstream_bad_response',
+  UND_ERR_RES_EXCEEDED_MAX_SIZE: 'upstream_bad_response',
+  HPE_INVALID_CONSTANT: 'upstream_bad_response',
+  UND_ERR_REQ_CONTENT_LENGTH_MISMATCH: 'bad_request',
+  UND_ERR_ABORTED: 'client_closed',
+  ABORT_ERR: 'client_closed',
+}
+
+export function toUpstreamError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err
+  if (err instanceof Error && err.cause instanceof GatewayError) return err.cause
+  const code = (err as { code?: string } | undefined)?.code ?? ''
+  const mapped = UPSTREAM_ERROR_CODES[code] ?? (code.startsWith('HPE_') ? 'upstream_bad_response' : 'upstream_unreachable')
+  return new GatewayError(mapped, { cause: err, detail: `${ERROR_DETAIL[mapped] ?? 'upstream error'}${code ? ` (${code})` : ''}` })
+}
+
+const ERROR_DETAIL: Partial<Record<ErrorCode, string>> = {
+  upstream_unreachable: 'the upstream could not be reached or dropped the connection',
+  upstream_timeout: 'the upstream did not answer in time',
+  upstream_bad_response: 'the upstream sent a malformed response',
+}

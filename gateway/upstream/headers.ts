@@ -1,0 +1,72 @@
+// Proxy header rules (RFC 9110 §7.6): which headers cross the gateway, and what it adds. Pure functions.
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+
+// Hop-by-hop headers describe one connection, never the next one. `expect` is answered by the gateway
+// itself (100-continue), and `host` is set below on purpose.
+const NOT_FORWARDED = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
+  'transfer-encoding', 'upgrade', 'http2-settings', 'expect', 'host',
+])
+
+export const VIA = '1.1 gateway'
+
+export interface ForwardingFacts {
+  /** The address of the TCP peer, which may be a proxy. */
+  peerAddress: string
+  /** Whether that peer is a trusted proxy, whose X-Forwarded-* headers are believed. */
+  peerTrusted: boolean
+  requestId: string
+  /** The Host header to send: the client's (preserve) or the upstream URL's. */
+  host: string
+}
+
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, facts: ForwardingFacts): Record<string, string | string[]> {
+  const headers = copyEndToEnd(incoming)
+  const trusted = (name: string) => (facts.peerTrusted ? single(incoming[name]) : undefined)
+  const priorHops = trusted('x-forwarded-for')
+  headers.host = facts.host
+  headers['x-forwarded-for'] = priorHops ? `${priorHops}, ${facts.peerAddress}` : facts.peerAddress
+  headers['x-forwarded-proto'] = trusted('x-forwarded-proto') ?? 'http'
+  const clientHost = trusted('x-forwarded-host') ?? single(incoming.host)
+  if (clientHost) headers['x-forwarded-host'] = clientHost
+  else delete headers['x-forwarded-host']
+  headers.via = appendVia(single(incoming.via))
+  headers['x-request-id'] = facts.requestId
+  return headers
+}
+
+/** Upstream response headers as the client should see them: end-to-end ones kept (every Set-Cookie), Via added. */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = copyEndToEnd(upstream)
+  headers.via = appendVia(single(upstream.via))
+  return headers
+}
+
+function copyEndToEnd(source: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const named = connectionTokens(source.connection)
+  const out: Record<string, string | string[]> = {}
+  for (const name in source) {
+    const value = source[name]
+    if (value === undefined || NOT_FORWARDED.has(name) || named.has(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+/** Headers listed in Connection are hop-by-hop too ("Connection: close, X-Secret" drops X-Secret). */
+function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const tokens = new Set<string>()
+  if (value === undefined) return tokens
+  for (const part of ([] as string[]).concat(value)) {
+    for (const token of part.split(',')) if (token.trim()) tokens.add(token.trim().toLowerCase())
+  }
+  return tokens
+}
+
+function appendVia(prior: string | undefined): string {
+  return prior ? `${prior}, ${VIA}` : VIA
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value
+}
