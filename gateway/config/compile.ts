@@ -25,6 +25,7 @@ export class CompileError extends Error {
   readonly problems: readonly CompileProblem[]
   constructor(problems: CompileProblem[]) {
     super(problems.map((p) => p.message).join('; '))
+    this.name = 'CompileError'
     this.problems = problems
   }
 }

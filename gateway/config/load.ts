@@ -11,6 +11,7 @@ export class ConfigError extends Error {
   readonly problems: readonly string[]
   constructor(problems: string[]) {
     super(`invalid config:\n  ${problems.join('\n  ')}`)
+    this.name = 'ConfigError'
     this.problems = problems
   }
 }

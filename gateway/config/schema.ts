@@ -105,9 +105,54 @@ function refuseDuplicateNames(routes: Array<{ name: string }>, ctx: z.Refinement
 export type Config = z.output<typeof ConfigSchema>
 export type RouteConfig = z.output<typeof RouteSchema>
 
-export function configJsonSchema(): object {
-  return {
-    ...z.toJSONSchema(ConfigSchema, { io: 'input' }),
-    title: 'API gateway configuration',
+type JsonSchema = { [key: string]: unknown }
+
+/** The JSON Schema editors validate the YAML with. Leaves also accept a "${VAR:-default}" placeholder. */
+export function configJsonSchema(): JsonSchema {
+  const schema = z.toJSONSchema(ConfigSchema, { io: 'input' }) as JsonSchema
+  return { ...allowPlaceholders(schema), title: 'API gateway configuration' }
+}
+
+const PLACEHOLDER = { type: 'string', pattern: '\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}' }
+
+function allowPlaceholders(node: JsonSchema): JsonSchema {
+  if (node.type === 'object' && node.properties) {
+    const properties = Object.fromEntries(Object.entries(node.properties as Record<string, JsonSchema>)
+      .map(([key, child]) => [key, allowPlaceholders(child)]))
+    return { ...node, properties }
   }
+  if (node.type === 'array' && node.items) return { ...node, items: allowPlaceholders(node.items as JsonSchema) }
+  if (node.anyOf) return { ...node, anyOf: [...(node.anyOf as JsonSchema[]).map(allowPlaceholders), PLACEHOLDER] }
+  if (node.type === undefined && node.enum === undefined) return node
+  const { description, default: fallback, ...leaf } = node
+  return { ...(description ? { description } : {}), ...(fallback !== undefined ? { default: fallback } : {}), anyOf: [leaf, PLACEHOLDER] }
+}
+
+/** Rows of the README's config reference: key path, what it takes, default, description. */
+export function configReference(): string {
+  const rows = ['| key | value | default | what it does |', '|---|---|---|---|']
+  const walk = (node: JsonSchema, path: string): void => {
+    const properties = node.properties as Record<string, JsonSchema> | undefined
+    if (properties && node.type === 'object') {
+      for (const [key, child] of Object.entries(properties)) walk(child, path ? `${path}.${key}` : key)
+      return
+    }
+    if (node.type === 'array' && (node.items as JsonSchema).type === 'object') {
+      walk(node.items as JsonSchema, `${path}[]`)
+      return
+    }
+    const shown = node.default === undefined ? '' : `\`${JSON.stringify(node.default)}\``
+    rows.push(`| \`${path}\` | ${describeValue(node)} | ${shown} | ${node.description ?? ''} |`)
+  }
+  walk(z.toJSONSchema(ConfigSchema, { io: 'input' }) as JsonSchema, '')
+  return rows.join('\n')
+}
+
+function describeValue(node: JsonSchema): string {
+  if (node.enum) return (node.enum as unknown[]).map((v) => `\`${String(v)}\``).join(' \\| ')
+  if (node.anyOf) return (node.anyOf as JsonSchema[]).map(describeValue).join(' or ')
+  if (node.type === 'array') return `list of ${describeValue(node.items as JsonSchema)}`
+  if (node.pattern && String(node.pattern).includes('ms|s|m|h')) return 'duration'
+  if (node.pattern && String(node.pattern).includes('KMG')) return 'size'
+  return String(node.type ?? 'object')
 }

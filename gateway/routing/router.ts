@@ -11,6 +11,7 @@ export class RouteConflict extends Error {
   readonly routeIndex: number
   constructor(routeIndex: number, message: string) {
     super(message)
+    this.name = 'RouteConflict'
     this.routeIndex = routeIndex
   }
 }
