@@ -61,10 +61,16 @@ async function run(plan: Plan, file: string | null): Promise<void> {
   const state: GatewayState = { plan, upstream: openUpstream(plan.config.upstream), draining: false }
   const proxy = createProxyServer(state)
   const admin = createAdminServer(state)
-  await Promise.all([
-    listen(proxy, plan.config.listen.port, plan.config.listen.host),
-    listen(admin, plan.config.admin.port, plan.config.admin.host),
-  ])
+  try {
+    await Promise.all([
+      listen(proxy, plan.config.listen.port, plan.config.listen.host),
+      listen(admin, plan.config.admin.port, plan.config.admin.host),
+    ])
+  } catch (err) {
+    logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot listen: ${(err as Error).message}`)
+    logger.flush()
+    process.exit(1)
+  }
   logger.info({
     port: (proxy.address() as AddressInfo).port,
     adminPort: (admin.address() as AddressInfo).port,

@@ -31,6 +31,10 @@ export class CompileError extends Error {
 }
 
 export function compilePlan(config: Config, file: string): Plan {
+  const { timeouts } = config.listen
+  if (timeouts.headers > timeouts.request) {
+    throw new CompileError([{ path: ['listen', 'timeouts', 'headers'], message: 'must not be longer than listen.timeouts.request' }])
+  }
   const routes = config.routes.map((route, index): Route => Object.freeze({
     name: route.name,
     index,
