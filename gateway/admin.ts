@@ -1,5 +1,5 @@
 // The admin listener, kept off the proxy port: /healthz (the process is alive) and /readyz (it can serve:
-// config loaded, not draining, upstream reachable). Probes and operators use it; clients never should.
+// config loaded, not draining, upstream reachable, Redis connected when configured). Probes and operators use it; clients never should.
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { connect } from 'node:net'
 import type { GatewayState } from './server.ts'
@@ -14,6 +14,7 @@ export function createAdminServer(state: GatewayState): Server {
         config: { ok: true, file: state.plan.file },
         draining: { ok: !state.draining },
         upstream: await probeUpstream(state),
+        ...(state.services.redis ? { redis: { ok: state.services.redis.isUp() } } : {}),
       }
       const ready = Object.values(checks).every((check) => check.ok)
       return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
@@ -24,7 +25,7 @@ export function createAdminServer(state: GatewayState): Server {
 
 /** A TCP connect to the upstream, bounded by its connect timeout (at most 1s, so probes stay quick). */
 function probeUpstream(state: GatewayState): Promise<{ ok: boolean; url: string; error?: string }> {
-  const url = new URL(state.upstream.origin)
+  const url = new URL(state.services.upstream.origin)
   const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80)
   return new Promise((resolve) => {
     const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port })
@@ -32,7 +33,7 @@ function probeUpstream(state: GatewayState): Promise<{ ok: boolean; url: string;
       socket.destroy()
       resolve({ ok: !error, url: url.origin, ...(error ? { error } : {}) })
     }
-    socket.setTimeout(Math.min(state.upstream.settings.timeouts.connect, 1000), () => done('connect timeout'))
+    socket.setTimeout(Math.min(state.services.upstream.settings.timeouts.connect, 1000), () => done('connect timeout'))
     socket.once('connect', () => done())
     socket.once('error', (err: Error & { code?: string }) => done(err.code ?? err.message))
   })

@@ -9,6 +9,7 @@ export const ERROR_CODES = {
   route_not_found: { status: 404, source: 'downstream', title: 'No route matches this request' },
   body_too_large: { status: 413, source: 'downstream', title: 'Request body too large' },
   headers_too_large: { status: 431, source: 'downstream', title: 'Request header fields too large' },
+  rate_limited: { status: 429, source: 'downstream', title: 'Too many requests' },
   request_timeout: { status: 408, source: 'downstream', title: 'The client was too slow sending the request' },
   client_closed: { status: 499, source: 'downstream', title: 'The client closed the connection' },
   upstream_unreachable: { status: 502, source: 'upstream', title: 'The upstream refused or dropped the connection' },

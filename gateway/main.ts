@@ -9,7 +9,9 @@ import { ConfigError, loadPlan } from './config/load.ts'
 import type { Plan } from './config/compile.ts'
 import { createProxyServer, type GatewayState } from './server.ts'
 import { createAdminServer } from './admin.ts'
-import { closeUpstream, openUpstream } from './upstream/pool.ts'
+import { closeUpstream } from './upstream/pool.ts'
+import { openServices, retireServices } from './services.ts'
+import { openRedis, type SharedRedis } from './redis.ts'
 import { createLogger, logEvents } from './observability/logs.ts'
 import { publishNotice } from './observability/events.ts'
 
@@ -58,7 +60,10 @@ async function run(plan: Plan, file: string | null): Promise<void> {
   })
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'))
 
-  const state: GatewayState = { plan, upstream: openUpstream(plan.config.upstream), draining: false }
+  const redis = openRedis(plan.config.redis)
+  // Serving before Redis answers would count on fresh in-process counters: wait a moment for it.
+  await redis?.waitUntilUp(2000)
+  const state: GatewayState = { plan, services: openServices(plan, redis), draining: false }
   const proxy = createProxyServer(state)
   const admin = createAdminServer(state)
   try {
@@ -74,7 +79,8 @@ async function run(plan: Plan, file: string | null): Promise<void> {
   logger.info({
     port: (proxy.address() as AddressInfo).port,
     adminPort: (admin.address() as AddressInfo).port,
-    upstream: state.upstream.origin,
+    upstream: state.services.upstream.origin,
+    redis: redis ? 'shared' : 'in-process',
     config: file ?? '(embedded defaults)',
     routes: plan.routes.length,
   }, 'gateway listening')
@@ -83,7 +89,7 @@ async function run(plan: Plan, file: string | null): Promise<void> {
   const stop = async (signal: string) => {
     if (state.draining) return
     logger.info({ signal, drainTimeoutMs: state.plan.config.shutdown.drainTimeout }, 'draining')
-    await drain(state, proxy, admin)
+    await drain(state, proxy, admin, redis)
     logger.info('stopped')
     logger.flush()
     process.exit(0)
@@ -93,7 +99,7 @@ async function run(plan: Plan, file: string | null): Promise<void> {
 }
 
 /** Stop accepting, let in-flight requests finish (bounded by the drain timeout), then close the pool. */
-async function drain(state: GatewayState, proxy: Server, admin: Server): Promise<void> {
+async function drain(state: GatewayState, proxy: Server, admin: Server, redis: SharedRedis | null): Promise<void> {
   state.draining = true
   const closed = once(proxy, 'close')
   proxy.close()
@@ -101,7 +107,8 @@ async function drain(state: GatewayState, proxy: Server, admin: Server): Promise
   const deadline = setTimeout(() => proxy.closeAllConnections(), state.plan.config.shutdown.drainTimeout)
   await closed
   clearTimeout(deadline)
-  await closeUpstream(state.upstream, 1000)
+  await closeUpstream(state.services.upstream, 1000)
+  await redis?.close()
   admin.close()
   admin.closeAllConnections()
 }
@@ -116,14 +123,12 @@ function reload(state: GatewayState, file: string | null, logger: Logger): void 
     return
   }
   const before = state.plan.config
-  const old = state.upstream
-  if (JSON.stringify(next.config.upstream) !== JSON.stringify(before.upstream)) {
-    state.upstream = openUpstream(next.config.upstream)
-    void closeUpstream(old, next.config.shutdown.drainTimeout)
-  }
+  const old = state.services
+  state.services = openServices(next, old.redis, old)
   state.plan = next
-  const needsRestart = ['listen', 'admin'].filter((key) =>
-    JSON.stringify(next.config[key as 'listen' | 'admin']) !== JSON.stringify(before[key as 'listen' | 'admin']))
+  void retireServices(old, state.services, next.config.shutdown.drainTimeout)
+  const needsRestart = (['listen', 'admin', 'redis'] as const).filter((key) =>
+    JSON.stringify(next.config[key]) !== JSON.stringify(before[key]))
   if (needsRestart.length) logger.warn({ keys: needsRestart }, 'these settings change only on restart')
   logger.info({ routes: next.routes.length }, 'config reloaded')
 }

@@ -1,17 +1,23 @@
 // THE request story. Each phase is one function in one module; it either lets the request continue
 // (returns undefined) or answers it (returns a Reply). The order is fixed:
 //
-//   route → admit → forward (→ upstream) → decorate → send        fail: any thrown error → problem+json
-//   404      400/413   502/504                                      log: always, exactly once
+//   route → admit → identify → limit → forward (→ upstream) → decorate → send
+//   404     400/413             429      502/504
+//   fail: any thrown error → problem+json          log: always, exactly once
 //
-// Later phases (identify, limit, lookup, invalidate) slot in between admit and forward.
+// Later phases (lookup, invalidate) slot in between limit and forward.
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Plan, Route } from './config/compile.ts'
-import type { Upstream } from './upstream/pool.ts'
+import type { Services } from './services.ts'
+import type { Client } from './routing/client.ts'
+import type { LimitDecision } from './ratelimit/decision.ts'
 import { GatewayError, problemDocument, toGatewayError } from './errors.ts'
 import { route } from './routing/route.ts'
 import { admit } from './admit.ts'
+import { identify } from './routing/client.ts'
+import { limit } from './ratelimit/limit.ts'
+import { rateLimitHeaders } from './ratelimit/decision.ts'
 import { forward } from './upstream/forward.ts'
 import { publishRequest } from './observability/events.ts'
 
@@ -26,7 +32,7 @@ export interface Ctx {
   readonly t0: number
   readonly req: IncomingMessage
   readonly plan: Plan
-  readonly upstream: Upstream
+  readonly services: Services
   /** The real client: the socket peer, or the first untrusted X-Forwarded-For hop behind trusted proxies. */
   readonly clientIp: string
   readonly peerAddress: string
@@ -34,6 +40,9 @@ export interface Ctx {
   readonly draining: boolean
   route?: Route
   params?: Record<string, string>
+  client?: Client
+  /** Every limit's decision and the binding (strictest) one. */
+  limit?: { decisions: readonly LimitDecision[]; binding: LimitDecision }
   upstreamResponse?: { status: number; headersMs: number }
   status?: number
   bytesOut: number
@@ -42,7 +51,9 @@ export interface Ctx {
 
 export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
   try {
-    const reply = route(ctx) ?? admit(ctx)
+    let reply = route(ctx) ?? admit(ctx)
+    reply ??= await identify(ctx)
+    reply ??= await limit(ctx)
     if (reply) return send(ctx, res, reply)
     await forward(ctx, res)
   } catch (err) {
@@ -56,6 +67,7 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
 /** The one place gateway headers are added to every response, local or proxied. */
 export function decorate(ctx: Ctx, headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
   headers['x-request-id'] = ctx.id
+  if (ctx.limit) Object.assign(headers, rateLimitHeaders(ctx.limit.decisions, ctx.limit.binding, ctx.plan.config.rateLimiting.legacyHeaders))
   if (ctx.draining) headers.connection = 'close'
   return headers
 }

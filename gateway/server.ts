@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto'
 import proxyAddr from 'proxy-addr'
 import httpProxy from 'http-proxy'
 import type { Plan } from './config/compile.ts'
-import type { Upstream } from './upstream/pool.ts'
+import type { Services } from './services.ts'
 import { handle, type Ctx } from './pipeline.ts'
 import { GatewayError, problemDocument, type ErrorCode } from './errors.ts'
 import { publishNotice } from './observability/events.ts'
@@ -14,7 +14,7 @@ import { publishNotice } from './observability/events.ts'
 /** What a reload swaps. Requests read it once, when they arrive, and keep that Plan to the end. */
 export interface GatewayState {
   plan: Plan
-  upstream: Upstream
+  services: Services
   draining: boolean
 }
 
@@ -35,7 +35,8 @@ export function createProxyServer(state: GatewayState): Server {
     if ('destroy' in socket) (socket as Duplex).destroy()
   })
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const { plan, upstream } = state
+    const { plan } = state
+    const { upstream } = state.services
     const matched = plan.router.find(req.method ?? 'GET', req.headers.host, req.url ?? '/')
     if (!matched && plan.config.unmatched === 'reject') return refuse(socket, 'route_not_found', randomUUID())
     if (!plan.isTrustedProxy(req.socket.remoteAddress ?? '', 0)) {
@@ -57,7 +58,7 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
     t0: performance.now(),
     req,
     plan: state.plan,
-    upstream: state.upstream,
+    services: state.services,
     peerAddress,
     clientIp: proxyAddr(req, state.plan.isTrustedProxy),
     draining: state.draining,

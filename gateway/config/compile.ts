@@ -1,14 +1,32 @@
 // Turns a validated Config into the frozen Plan the hot path reads: the route table, per-route settings
 // resolved once, and features a route does not use left as null (so a request only tests for null).
 import proxyAddr from 'proxy-addr'
-import type { Config, RouteConfig } from './schema.ts'
+import type { Config, LimitConfig, RouteConfig } from './schema.ts'
 import { MATCH_PATTERN } from './schema.ts'
 import { ALL_METHODS, createRouter, RouteConflict, type RouteMatchSpec, type Router } from '../routing/router.ts'
+
+export type LimitKey = { kind: 'ip' } | { kind: 'user' } | { kind: 'route' } | { kind: 'header'; header: string }
+
+/** One rate limit, resolved: `limit` points per window, optionally a burst allowance and a lockout. */
+export interface LimitPolicy {
+  /** Also the counter's namespace: routes naming the same limit share its counters. */
+  readonly name: string
+  readonly key: LimitKey
+  readonly points: number
+  readonly windowS: number
+  readonly burst: { readonly points: number; readonly windowS: number } | null
+  readonly blockS: number
+  readonly cost: number
+}
 
 export interface Route {
   readonly name: string
   readonly index: number
   readonly maxBodySize: number
+  /** rateLimits.default and the route's own limit; null when no limit applies. */
+  readonly rateLimits: readonly LimitPolicy[] | null
+  /** Whether a phase needs the verified user (a `user` key), so the JWT is only checked when it matters. */
+  readonly needsUser: boolean
 }
 
 export interface Plan {
@@ -18,6 +36,11 @@ export interface Plan {
   readonly router: Router<Route>
   /** proxy-addr's trust function: is the peer at this hop a proxy whose X-Forwarded-* we believe? */
   readonly isTrustedProxy: (address: string, hop: number) => boolean
+  /** What a request no route matches gets: the default limit only. */
+  readonly unmatched: Route
+  readonly limitPolicies: ReadonlyMap<string, LimitPolicy>
+  /** rateLimiting.allow, split into an address matcher and a set of users. */
+  readonly allow: { readonly address: (address: string) => boolean; readonly users: ReadonlySet<string> }
 }
 
 export interface CompileProblem { path: PropertyKey[]; message: string }
@@ -35,11 +58,44 @@ export function compilePlan(config: Config, file: string): Plan {
   if (timeouts.headers > timeouts.request) {
     throw new CompileError([{ path: ['listen', 'timeouts', 'headers'], message: 'must not be longer than listen.timeouts.request' }])
   }
-  const routes = config.routes.map((route, index): Route => Object.freeze({
-    name: route.name,
-    index,
-    maxBodySize: route.maxBodySize ?? config.listen.maxBodySize,
-  }))
+  const problems: CompileProblem[] = []
+  const jwtConfigured = Boolean(config.identity.jwt.secret || config.identity.jwt.jwksUrl)
+  const policy = (name: string, limit: LimitConfig, path: PropertyKey[]): LimitPolicy => {
+    const compiled = compileLimit(name, limit)
+    if (compiled.key.kind === 'user' && !jwtConfigured) {
+      problems.push({ path: [...path, 'key'], message: 'key "user" needs identity.jwt.secret or identity.jwt.jwksUrl to verify tokens' })
+    }
+    return compiled
+  }
+  const named = new Map(Object.entries(config.rateLimits).map(([name, limit]) => [name, policy(name, limit, ['rateLimits', name])]))
+  const defaults = named.get('default')
+  const withDefault = (own: LimitPolicy | undefined) => {
+    // A route that names "default" itself must not spend from it twice.
+    const list = [defaults, own === defaults ? undefined : own].filter((p) => p !== undefined)
+    return list.length ? Object.freeze(list) : null
+  }
+  const routeOf = (name: string, index: number, maxBodySize: number, own: LimitPolicy | undefined): Route => {
+    const rateLimits = withDefault(own)
+    return Object.freeze({ name, index, maxBodySize, rateLimits, needsUser: rateLimits?.some((p) => p.key.kind === 'user') ?? false })
+  }
+  const routes = config.routes.map((route, index): Route => {
+    let own: LimitPolicy | undefined
+    if (typeof route.rateLimit === 'string') {
+      own = named.get(route.rateLimit)
+      if (!own) problems.push({ path: ['routes', index, 'rateLimit'], message: `no limit named "${route.rateLimit}" in rateLimits` })
+    } else if (route.rateLimit) {
+      own = policy(route.name, route.rateLimit, ['routes', index, 'rateLimit'])
+    }
+    return routeOf(route.name, index, route.maxBodySize ?? config.listen.maxBodySize, own)
+  })
+  const allowedAddresses: string[] = []
+  const allowedUsers = new Set<string>()
+  config.rateLimiting.allow.forEach((entry, index) => {
+    if (entry.startsWith('user:')) allowedUsers.add(entry.slice('user:'.length))
+    else if (isAddressOrCidr(entry)) allowedAddresses.push(entry)
+    else problems.push({ path: ['rateLimiting', 'allow', index], message: 'expected an IP address, a CIDR or user:<sub>' })
+  })
+  if (problems.length) throw new CompileError(problems)
   let router: Router<Route>
   try {
     router = createRouter(routes.map((route, index) => ({ route, specs: matchSpecs(config.routes[index]!.match) })))
@@ -53,7 +109,39 @@ export function compilePlan(config: Config, file: string): Plan {
     routes: Object.freeze(routes),
     router,
     isTrustedProxy: proxyAddr.compile(config.trustedProxies),
+    unmatched: routeOf('(unmatched)', -1, config.listen.maxBodySize, undefined),
+    limitPolicies: new Map([...named, ...routes.flatMap((r) => r.rateLimits ?? []).map((p) => [p.name, p] as const)]),
+    allow: { address: addressMatcher(allowedAddresses), users: allowedUsers },
   })
+}
+
+function compileLimit(name: string, limit: LimitConfig): LimitPolicy {
+  const key: LimitKey = limit.key.startsWith('header:') ? { kind: 'header', header: limit.key.slice(7).toLowerCase() }
+    : { kind: limit.key as 'ip' | 'user' | 'route' }
+  return Object.freeze({
+    name,
+    key,
+    points: limit.limit.points,
+    windowS: limit.limit.windowMs / 1000,
+    burst: limit.burst ? { points: limit.burst.points, windowS: limit.burst.windowMs / 1000 } : null,
+    blockS: limit.block ? Math.ceil(limit.block / 1000) : 0,
+    cost: limit.cost,
+  })
+}
+
+function addressMatcher(list: string[]): (address: string) => boolean {
+  if (!list.length) return () => false
+  const matches = proxyAddr.compile(list)
+  return (address) => matches(address, 0)
+}
+
+function isAddressOrCidr(text: string): boolean {
+  try {
+    proxyAddr.compile(text)
+    return /^[0-9a-fA-F:.]+(\/\d+)?$/.test(text)
+  } catch {
+    return false
+  }
 }
 
 function matchSpecs(match: RouteConfig['match']): RouteMatchSpec[] {

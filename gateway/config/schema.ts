@@ -2,7 +2,7 @@
 // the YAML, generates config/gateway.schema.json for editors, and feeds the README's reference table.
 import { z } from 'zod'
 import proxyAddr from 'proxy-addr'
-import { parseDuration, parseSize } from './units.ts'
+import { parseDuration, parseRate, parseSize } from './units.ts'
 
 const DURATION_MESSAGE = 'expected a duration like 250ms, 30s, 5m, 1h'
 const SIZE_MESSAGE = 'expected a size like 16KiB, 10MiB or a number of bytes'
@@ -15,6 +15,13 @@ const size = z.union([
   z.int({ error: SIZE_MESSAGE }).min(0, SIZE_MESSAGE),
   z.string({ error: SIZE_MESSAGE }).regex(/^\s*\d+(\.\d+)?\s*([KMG]i?)?B\s*$/i, SIZE_MESSAGE),
 ], { error: SIZE_MESSAGE }).transform((value) => parseSize(value)!)
+
+const RATE_MESSAGE = 'expected a rate like 100/min, 10/s or 30/10s'
+const rate = z.string({ error: RATE_MESSAGE })
+  .regex(/^\s*\d+\s*\/\s*\S+\s*$/, RATE_MESSAGE)
+  .refine((text) => parseRate(text) !== undefined, RATE_MESSAGE)
+  .refine((text) => (parseRate(text)?.windowMs ?? 0) % 1000 === 0, 'the window must be whole seconds (counters keep seconds)')
+  .transform((text) => parseRate(text)!)
 
 const port = z.int({ error: 'expected a port number' }).min(0).max(65535)
 
@@ -33,11 +40,23 @@ const matchObject = z.strictObject({
 })
 const match = z.union([matchString, z.array(matchString).min(1), matchObject], { error: MATCH_MESSAGE })
 
+const KEY_MESSAGE = 'expected ip, user, route or header:<name>'
+export const LimitSchema = z.strictObject({
+  key: z.string({ error: KEY_MESSAGE }).regex(/^(ip|user|route|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/, KEY_MESSAGE).default('ip')
+    .describe('Whose budget a request spends: ip (client address), user (verified JWT sub, else ip), header:<name> (e.g. an API key, hashed), route (one shared budget)'),
+  limit: rate.describe('Sustained rate: this many requests per window, counted per key'),
+  burst: rate.optional().describe('Extra allowance spent only once `limit` is used up, refilled over its own window'),
+  block: duration.optional().describe('Once over the limit, refuse the key for this long (brute-force lockout)'),
+  cost: z.int().min(1).default(1).describe('Points one request spends from this limit'),
+})
+
 export const RouteSchema = z.strictObject({
   name: z.string({ error: 'expected a route name' }).min(1)
     .describe('Unique name: shown in logs, metrics and errors'),
   match: match.describe('What the route matches: "GET /api/leads/:id", a list of those, or { methods, path, host }'),
   maxBodySize: size.optional().describe('Largest request body accepted on this route (413 above); default listen.maxBodySize'),
+  rateLimit: z.union([z.string().min(1), LimitSchema], { error: 'expected the name of a rateLimits entry or { key, limit, … }' }).optional()
+    .describe('This route\'s limit, inline or by name from rateLimits; applies on top of rateLimits.default'),
 })
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -72,7 +91,25 @@ export const ConfigSchema = z.strictObject({
       .describe('Host header sent upstream: the client\'s (preserve) or the upstream URL\'s host (upstream)'),
   }).describe('The API the gateway protects'),
   redis: z.strictObject({
-    url: z.string().default('').describe('redis:// URL shared by replicas; empty keeps everything in process'),
+    url: z.string().refine((url) => url === '' || /^rediss?:\/\//.test(url), 'expected a redis:// or rediss:// URL, or empty')
+      .default('').describe('redis:// URL shared by replicas; empty keeps everything in process'),
+    timeout: duration.prefault('100ms').describe('Longest wait for one Redis command before the in-process fallback answers'),
+    keyPrefix: z.string().default('gw:').describe('Prefix of every key the gateway writes'),
+  }).prefault({}),
+  identity: z.strictObject({
+    jwt: z.strictObject({
+      secret: z.string().default('').describe('HS256/384/512 secret that signs the API\'s bearer tokens'),
+      jwksUrl: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]).default('').describe('JWKS URL for RS/ES/EdDSA-signed tokens (instead of secret)'),
+      issuer: z.string().optional().describe('Required iss claim'),
+      audience: z.string().optional().describe('Required aud claim'),
+    }).prefault({}).describe('How `user` keys are verified: the sub claim of a valid bearer JWT'),
+    ipv6Prefix: z.int().min(1).max(128).default(64).describe('IPv6 clients are grouped by this prefix for ip keys (one /64 is one subscriber)'),
+  }).prefault({}),
+  rateLimits: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'limit names are letters, digits, _ . -'), LimitSchema).default({})
+    .describe('Named limits; `default` applies to every request'),
+  rateLimiting: z.strictObject({
+    legacyHeaders: z.boolean().default(false).describe('Also send X-RateLimit-Limit/-Remaining/-Reset'),
+    allow: z.array(z.string()).default([]).describe('Never limited: client IPs or CIDRs, or user:<sub>'),
   }).prefault({}),
   trustedProxies: z.array(z.string().refine(isProxyAddress, 'expected an IP address, a CIDR, or loopback/linklocal/uniquelocal'))
     .default([])
@@ -104,6 +141,7 @@ function refuseDuplicateNames(routes: Array<{ name: string }>, ctx: z.Refinement
 
 export type Config = z.output<typeof ConfigSchema>
 export type RouteConfig = z.output<typeof RouteSchema>
+export type LimitConfig = z.output<typeof LimitSchema>
 
 type JsonSchema = { [key: string]: unknown }
 

@@ -11,7 +11,8 @@ import { maxBodySize } from '../admit.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
 
 export async function forward(ctx: Ctx, res: ServerResponse): Promise<void> {
-  const { req, upstream } = ctx
+  const { req } = ctx
+  const { upstream } = ctx.services
   const abort = new AbortController()
   res.once('close', () => {
     if (!res.writableFinished) abort.abort(new GatewayError('client_closed'))
