@@ -53,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function run(plan: Plan, file: string | null): Promise<void> {
   const logger = createLogger(process.env.LOG_LEVEL ?? plan.config.log.level)
-  logEvents(logger)
+  logEvents(logger, { requests: plan.config.log.requests })
   process.on('uncaughtException', (err) => {
     logger.fatal({ err }, 'uncaught exception')
     process.exit(1)
@@ -127,7 +127,7 @@ function reload(state: GatewayState, file: string | null, logger: Logger): void 
   state.services = openServices(next, old.redis, old)
   state.plan = next
   void retireServices(old, state.services, next.config.shutdown.drainTimeout)
-  const needsRestart = (['listen', 'admin', 'redis'] as const).filter((key) =>
+  const needsRestart = (['listen', 'admin', 'redis', 'log'] as const).filter((key) =>
     JSON.stringify(next.config[key]) !== JSON.stringify(before[key]))
   if (needsRestart.length) logger.warn({ keys: needsRestart }, 'these settings change only on restart')
   logger.info({ routes: next.routes.length }, 'config reloaded')

@@ -117,7 +117,8 @@ export const ConfigSchema = z.strictObject({
   unmatched: z.enum(['forward', 'reject']).default('forward')
     .describe('Requests no route matches: forward them unchanged, or answer 404'),
   log: z.strictObject({
-    level: z.enum(LOG_LEVELS).default('info').describe('pino log level'),
+    level: z.enum(LOG_LEVELS).default('info').describe('pino log level (LOG_LEVEL overrides it)'),
+    requests: z.boolean().default(true).describe('One line per request (the access log); false keeps only notices'),
   }).prefault({}),
   shutdown: z.strictObject({
     drainTimeout: duration.prefault('10s').describe('On SIGTERM, how long in-flight requests may take before connections are cut'),

@@ -8,14 +8,14 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'gateway' }, timestamp: pino.stdTimeFunctions.isoTime })
 }
 
-/** Subscribes the logger to the request and notice channels; returns the unsubscribe function. */
-export function logEvents(logger: Logger): () => void {
+/** Subscribes the logger to the notice channel and, for an access log, the request channel. */
+export function logEvents(logger: Logger, options: { requests: boolean }): () => void {
   const onRequest = (message: unknown) => logger.info(requestLine(message as Ctx), 'request')
   const onNotice = (message: unknown) => {
     const { level, msg, err, ...fields } = message as Notice
     logger[level]({ ...fields, ...(err ? { err } : {}) }, msg)
   }
-  subscribe(CHANNELS.request, onRequest)
+  if (options.requests) subscribe(CHANNELS.request, onRequest)
   subscribe(CHANNELS.notice, onNotice)
   return () => {
     unsubscribe(CHANNELS.request, onRequest)
