@@ -18,6 +18,8 @@ export function openRedis(settings: Config['redis']): SharedRedis | null {
   if (!settings.url) return null
   const client = new Redis(settings.url, {
     enableOfflineQueue: false,
+    // Commands issued in the same tick share one write: under load, far fewer syscalls per request.
+    enableAutoPipelining: true,
     commandTimeout: settings.timeout,
     connectTimeout: Math.max(settings.timeout, 1000),
     maxRetriesPerRequest: 0,
