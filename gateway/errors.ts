@@ -2,6 +2,8 @@
 // The source says whose fault it was (Pingora's ErrorSource): downstream → 4xx, upstream → 502/504,
 // internal → 500. The README's error table is checked against ERROR_CODES by a test.
 
+import type { Duplex } from 'node:stream'
+
 export type ErrorSource = 'downstream' | 'upstream' | 'internal'
 
 export const ERROR_CODES = {
@@ -61,4 +63,11 @@ export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err
   if (err instanceof Error && err.cause instanceof GatewayError) return err.cause
   return new GatewayError('internal', { cause: err })
+}
+
+/** For a bare socket (parser errors, upgrades): the problem document as a whole HTTP/1.1 response. */
+export function writeRawProblem(socket: Duplex, err: GatewayError, requestId: string): void {
+  const body = JSON.stringify(problemDocument(err, requestId))
+  socket.end(`HTTP/1.1 ${err.status} ${ERROR_CODES[err.code].title}\r\ncontent-type: application/problem+json\r\n`
+    + `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`)
 }
