@@ -43,7 +43,8 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
     services: state.services,
     peerAddress,
     clientIp: proxyAddr(req, state.plan.isTrustedProxy),
-    draining: state.draining,
+    // Read when the response is decorated: a request that began before SIGTERM still closes its connection.
+    get draining() { return state.draining },
     bytesOut: 0,
   }
 }

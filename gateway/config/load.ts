@@ -1,6 +1,7 @@
 // Reads a config file: ${VAR} interpolation, YAML, schema validation and compilation into a Plan.
-// Every problem is reported as "file:line key.path: message", all of them at once, so a user fixes
-// a broken file in one pass.
+// Every problem is reported as "file:line key.path: message". Each stage reports all of its problems at
+// once; a later stage runs only on what the earlier one accepted (no schema errors for a file that is
+// not valid YAML).
 import { readFileSync } from 'node:fs'
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
 import type { z } from 'zod'
@@ -38,12 +39,12 @@ export function loadPlan(path: string | null, env: NodeJS.ProcessEnv = process.e
   const lines = new LineCounter()
   const doc = parseDocument(interpolated.text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true })
   const problems = [...interpolated.problems]
-  for (const error of doc.errors) problems.push(`${file}:${error.linePos?.[0].line ?? 1} ${error.message.split('\n')[0]}`)
+  for (const error of doc.errors) problems.push(`${file}:${lines.linePos(error.pos[0]).line} ${error.message.split('\n')[0]}`)
   if (problems.length) throw new ConfigError(problems)
 
   const where = (path: KeyPath, unknownKey?: string): string =>
     `${file}:${lineOf(doc, lines, path, unknownKey)} ${formatPath(unknownKey === undefined ? path : [...path, unknownKey])}`
-  const parsed = ConfigSchema.safeParse(withoutNulls(doc.toJS()) ?? {})
+  const parsed = ConfigSchema.safeParse(withoutNulls(doc.toJS()) ?? {}, { reportInput: true })
   if (!parsed.success) throw new ConfigError(byLine(describeIssues(parsed.error.issues, where)))
   try {
     return compilePlan(parsed.data, file)
