@@ -1,12 +1,16 @@
 // The admin listener, kept off the proxy port: /healthz (the process is alive) and /readyz (it can serve:
 // config loaded, not draining, upstream reachable, Redis connected when configured). Probes and operators use it; clients never should.
-import { createServer, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect } from 'node:net'
+import { timingSafeEqual } from 'node:crypto'
 import type { GatewayState } from './server.ts'
+import { pathOf, urlTag } from './cache/keys.ts'
+import { publishNotice } from './observability/events.ts'
 
 export function createAdminServer(state: GatewayState): Server {
   return createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
+    if (path === '/cache/purge') return purge(state, req, res)
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return json(res, 200, { status: 'ok' })
     if (path === '/readyz') {
@@ -19,7 +23,48 @@ export function createAdminServer(state: GatewayState): Server {
       const ready = Object.values(checks).every((check) => check.ok)
       return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
     }
-    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz'] })
+    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', 'POST /cache/purge'] })
+  })
+}
+
+/**
+ * POST /cache/purge {"tags": ["lead:5"], "urls": ["/api/leads/5"]} with `Authorization: Bearer <admin.token>`:
+ * drops those entries on every replica. Disabled (403) while admin.token is empty.
+ */
+async function purge(state: GatewayState, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'POST') return json(res, 405, { error: 'use POST' })
+  const token = state.plan.config.admin.token
+  if (!token) return json(res, 403, { error: 'purging is disabled: set admin.token' })
+  const presented = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '')
+  const expected = Buffer.from(token)
+  if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) return json(res, 401, { error: 'a valid admin token is required' })
+  let body: { tags?: unknown; urls?: unknown }
+  try {
+    body = JSON.parse(await readSmallBody(req, 64 * 1024)) as typeof body
+  } catch {
+    return json(res, 400, { error: 'expected a JSON body like {"tags": [...], "urls": [...]}' })
+  }
+  const strings = (value: unknown) => (Array.isArray(value) && value.every((v) => typeof v === 'string') ? value as string[] : null)
+  const tags = strings(body.tags ?? [])
+  const urls = strings(body.urls ?? [])
+  if (!tags || !urls || !(tags.length + urls.length)) return json(res, 400, { error: 'tags and urls must be lists of strings, not both empty' })
+  const cache = state.services.cache
+  if (!cache) return json(res, 200, { purged: { local: 0, shared: 0 }, note: 'no route caches' })
+  const purged = await cache.invalidation.invalidate([...tags, ...urls.map((url) => urlTag(pathOf(url)))])
+  publishNotice({ level: 'info', msg: 'cache purged', tags, urls, ...purged })
+  json(res, 200, { purged })
+}
+
+function readSmallBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    req.setEncoding('utf8')
+    req.on('data', (chunk: string) => {
+      text += chunk
+      if (text.length > limit) req.destroy(new Error('too large'))
+    })
+    req.on('end', () => resolve(text))
+    req.on('error', reject)
   })
 }
 

@@ -108,6 +108,7 @@ async function drain(state: GatewayState, proxy: Server, admin: Server, redis: S
   await closed
   clearTimeout(deadline)
   await closeUpstream(state.services.upstream, 1000)
+  await state.services.cache?.close()
   await redis?.close()
   admin.close()
   admin.closeAllConnections()

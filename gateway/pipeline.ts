@@ -1,23 +1,25 @@
 // THE request story. Each phase is one function in one module; it either lets the request continue
 // (returns undefined) or answers it (returns a Reply). The order is fixed:
 //
-//   route → admit → identify → limit → forward (→ upstream) → decorate → send
-//   404     400/413             429      502/504
-//   fail: any thrown error → problem+json          log: always, exactly once
-//
-// Later phases (lookup, invalidate) slot in between limit and forward.
+//   route → admit → identify → limit → lookup ──────────▶ forward (→ upstream) → invalidate → decorate → send
+//   404     400/413             429      200/304 hit, stale  502/504, stored     (2xx writes)
+//   fail: any thrown error → problem+json (or a stale entry within stale-if-error)    log: always, exactly once
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Plan, Route } from './config/compile.ts'
 import type { Services } from './services.ts'
 import type { Client } from './routing/client.ts'
 import type { LimitDecision } from './ratelimit/decision.ts'
+import type { CacheOutcome } from './cache/status.ts'
+import type { CacheState } from './cache/proxy-cache.ts'
 import { GatewayError, problemDocument, toGatewayError } from './errors.ts'
 import { route } from './routing/route.ts'
 import { admit } from './admit.ts'
 import { identify } from './routing/client.ts'
 import { limit } from './ratelimit/limit.ts'
 import { rateLimitHeaders } from './ratelimit/decision.ts'
+import { forwardCached, invalidateAfterWrite, lookup } from './cache/proxy-cache.ts'
+import { cacheStatusHeaders } from './cache/status.ts'
 import { forward } from './upstream/forward.ts'
 import { publishRequest } from './observability/events.ts'
 
@@ -43,6 +45,10 @@ export interface Ctx {
   client?: Client
   /** Every limit's decision and the binding (strictest) one. */
   limit?: { decisions: readonly LimitDecision[]; binding: LimitDecision }
+  /** What the cache did: Cache-Status, X-Cache, the log field. */
+  cache?: CacheOutcome
+  /** Set by lookup when the request goes upstream through the cache. */
+  cacheState?: CacheState
   upstreamResponse?: { status: number; headersMs: number }
   status?: number
   bytesOut: number
@@ -54,11 +60,14 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
     let reply = route(ctx) ?? admit(ctx)
     reply ??= await identify(ctx)
     reply ??= await limit(ctx)
+    reply ??= await lookup(ctx)
     if (reply) return send(ctx, res, reply)
-    await forward(ctx, res)
+    if (ctx.cacheState) await forwardCached(ctx, res)
+    else await forward(ctx, res, { onHead: (status) => invalidateAfterWrite(ctx, status) })
   } catch (err) {
     send(ctx, res, fail(ctx, toGatewayError(err)))
   } finally {
+    ctx.cacheState?.release?.()
     if (res.writableFinished || res.destroyed) log(ctx)
     else res.once('close', () => log(ctx))
   }
@@ -68,6 +77,7 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
 export function decorate(ctx: Ctx, headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
   headers['x-request-id'] = ctx.id
   if (ctx.limit) Object.assign(headers, rateLimitHeaders(ctx.limit.decisions, ctx.limit.binding, ctx.plan.config.rateLimiting.legacyHeaders))
+  if (ctx.cache) Object.assign(headers, cacheStatusHeaders(ctx.cache))
   if (ctx.draining) headers.connection = 'close'
   return headers
 }

@@ -11,6 +11,12 @@ export interface SharedRedis {
   isUp(): boolean
   /** Resolves once connected, or after `ms` (the gateway then starts on its in-process fallback). */
   waitUntilUp(ms: number): Promise<boolean>
+  /** A command failed or timed out while connected (slow Redis): reported once per episode. */
+  reportFailure(err: unknown): void
+  /** A command succeeded: ends an episode begun by reportFailure. */
+  reportSuccess(): void
+  /** A second connection for pub/sub (a subscribed connection can do nothing else). */
+  duplicate(): Redis
   close(): Promise<void>
 }
 
@@ -36,17 +42,27 @@ export function openRedis(settings: Config['redis']): SharedRedis | null {
     everUp = true
     outageSince = 0
   })
-  const down = (err?: Error) => {
-    up = false
+  const startEpisode = (err: unknown) => {
     if (outageSince) return
     outageSince = Date.now()
-    publishNotice({ level: 'error', msg: 'redis unavailable; in-process fallback in use', event: 'redis_outage', err: err?.message })
+    publishNotice({ level: 'error', msg: 'redis unavailable; in-process fallback in use', event: 'redis_outage', err: (err as Error | undefined)?.message })
+  }
+  const down = (err?: Error) => {
+    up = false
+    startEpisode(err)
   }
   client.on('error', down)
   client.on('close', () => { if (up) down() })
   return {
     client,
     isUp: () => up,
+    reportFailure: startEpisode,
+    reportSuccess() {
+      if (!outageSince || !up) return
+      publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', downForMs: Date.now() - outageSince })
+      outageSince = 0
+    },
+    duplicate: () => client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined }),
     waitUntilUp: (ms) => up ? Promise.resolve(true) : new Promise((resolve) => {
       const timer = setTimeout(() => { client.off('ready', onReady); resolve(false) }, ms)
       const onReady = () => { clearTimeout(timer); resolve(true) }

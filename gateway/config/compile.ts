@@ -19,10 +19,27 @@ export interface LimitPolicy {
   readonly cost: number
 }
 
+/** "lead:{id}" split once at load: literal text and the names to fill in ({user} or a path param). */
+export interface TagTemplate { readonly text: string; readonly parts: ReadonlyArray<{ literal: string } | { param: string }> }
+
+export interface RouteCache {
+  readonly ttlMs: number
+  readonly scope: 'user' | 'public' | null
+  readonly tags: readonly TagTemplate[]
+  readonly staleWhileRevalidateMs: number
+  readonly staleIfErrorMs: number
+  readonly storeSetCookie: boolean
+  readonly force: boolean
+}
+
 export interface Route {
   readonly name: string
   readonly index: number
   readonly maxBodySize: number
+  /** Caching of GET/HEAD answers; null when the route does not cache. */
+  readonly cache: RouteCache | null
+  /** Tags a 2xx write invalidates (besides its URL and parent collection); null for none. */
+  readonly invalidate: readonly TagTemplate[] | null
   /** rateLimits.default and the route's own limit; null when no limit applies. */
   readonly rateLimits: readonly LimitPolicy[] | null
   /** Whether a phase needs the verified user (a `user` key), so the JWT is only checked when it matters. */
@@ -41,6 +58,8 @@ export interface Plan {
   readonly limitPolicies: ReadonlyMap<string, LimitPolicy>
   /** rateLimiting.allow, split into an address matcher and a set of users. */
   readonly allow: { readonly address: (address: string) => boolean; readonly users: ReadonlySet<string> }
+  /** Whether any route caches: when none does, writes skip invalidation entirely. */
+  readonly caching: boolean
 }
 
 export interface CompileProblem { path: PropertyKey[]; message: string }
@@ -74,9 +93,12 @@ export function compilePlan(config: Config, file: string): Plan {
     const list = [defaults, own === defaults ? undefined : own].filter((p) => p !== undefined)
     return list.length ? Object.freeze(list) : null
   }
-  const routeOf = (name: string, index: number, maxBodySize: number, own: LimitPolicy | undefined): Route => {
+  const routeOf = (name: string, index: number, maxBodySize: number, own: LimitPolicy | undefined,
+    cache: RouteCache | null = null, invalidate: readonly TagTemplate[] | null = null): Route => {
     const rateLimits = withDefault(own)
-    return Object.freeze({ name, index, maxBodySize, rateLimits, needsUser: rateLimits?.some((p) => p.key.kind === 'user') ?? false })
+    const needsUser = (rateLimits?.some((p) => p.key.kind === 'user') ?? false) || cache?.scope === 'user'
+      || [...(cache?.tags ?? []), ...(invalidate ?? [])].some((t) => t.parts.some((part) => 'param' in part && part.param === 'user'))
+    return Object.freeze({ name, index, maxBodySize, rateLimits, needsUser, cache, invalidate })
   }
   const routes = config.routes.map((route, index): Route => {
     let own: LimitPolicy | undefined
@@ -86,7 +108,27 @@ export function compilePlan(config: Config, file: string): Plan {
     } else if (route.rateLimit) {
       own = policy(route.name, route.rateLimit, ['routes', index, 'rateLimit'])
     }
-    return routeOf(route.name, index, route.maxBodySize ?? config.listen.maxBodySize, own)
+    const params = new Set(['user', ...matchSpecs(route.match).flatMap((spec) => pathParams(spec.path))])
+    const templates = (texts: readonly string[], path: PropertyKey[]) => texts.map((text, i) => {
+      const template = compileTag(text)
+      for (const part of template.parts) {
+        if ('param' in part && !params.has(part.param)) {
+          problems.push({ path: [...path, i], message: `{${part.param}} is neither {user} nor a parameter of this route's paths` })
+        }
+      }
+      return template
+    })
+    const cache = route.cache ? Object.freeze({
+      ttlMs: route.cache.ttl,
+      scope: route.cache.scope ?? null,
+      tags: templates(route.cache.tags, ['routes', index, 'cache', 'tags']),
+      staleWhileRevalidateMs: route.cache.staleWhileRevalidate ?? 0,
+      staleIfErrorMs: route.cache.staleIfError ?? 0,
+      storeSetCookie: route.cache.storeSetCookie,
+      force: route.cache.force,
+    }) : null
+    const invalidate = route.invalidate ? templates(route.invalidate, ['routes', index, 'invalidate']) : null
+    return routeOf(route.name, index, route.maxBodySize ?? config.listen.maxBodySize, own, cache, invalidate)
   })
   const allowedAddresses: string[] = []
   const allowedUsers = new Set<string>()
@@ -112,7 +154,19 @@ export function compilePlan(config: Config, file: string): Plan {
     unmatched: routeOf('(unmatched)', -1, config.listen.maxBodySize, undefined),
     limitPolicies: new Map([...named, ...routes.flatMap((r) => r.rateLimits ?? []).map((p) => [p.name, p] as const)]),
     allow: { address: addressMatcher(allowedAddresses), users: allowedUsers },
+    caching: routes.some((r) => r.cache !== null),
   })
+}
+
+function compileTag(text: string): TagTemplate {
+  const parts = text.split(/(\{[A-Za-z_][A-Za-z0-9_]*\})/).filter(Boolean)
+    .map((part) => part.startsWith('{') ? { param: part.slice(1, -1) } : { literal: part })
+  return Object.freeze({ text, parts })
+}
+
+/** ":id" segments of a find-my-way path (a trailing "*" is not a named parameter). */
+function pathParams(path: string): string[] {
+  return [...path.matchAll(/:([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!)
 }
 
 function compileLimit(name: string, limit: LimitConfig): LimitPolicy {

@@ -50,6 +50,20 @@ export const LimitSchema = z.strictObject({
   cost: z.int().min(1).default(1).describe('Points one request spends from this limit'),
 })
 
+const TAG_MESSAGE = 'expected a tag like "lead:{id}" or "user:{user}"'
+const tag = z.string({ error: TAG_MESSAGE }).regex(/^[^\s{}]*(\{[A-Za-z_][A-Za-z0-9_]*\}[^\s{}]*)*$/, TAG_MESSAGE).min(1)
+
+export const RouteCacheSchema = z.strictObject({
+  ttl: duration.describe('Freshness when the upstream sends none (no max-age, s-maxage or Expires)'),
+  scope: z.enum(['user', 'public']).optional()
+    .describe('Whose entry a response is: user (keyed by the verified user) or public (shared). Authenticated requests are never stored without one'),
+  tags: z.array(tag).default([]).describe('Tags an entry carries, for invalidation: {param} and {user} are filled in'),
+  staleWhileRevalidate: duration.optional().describe('After ttl, serve the stale entry this long while one background request refreshes it'),
+  staleIfError: duration.optional().describe('After ttl, serve the stale entry this long when the upstream fails or times out'),
+  storeSetCookie: z.boolean().default(false).describe('Store responses that set cookies (never by default)'),
+  force: z.boolean().default(false).describe('Cache for ttl even when the upstream says no-store, private or no-cache'),
+})
+
 export const RouteSchema = z.strictObject({
   name: z.string({ error: 'expected a route name' }).min(1)
     .describe('Unique name: shown in logs, metrics and errors'),
@@ -57,6 +71,9 @@ export const RouteSchema = z.strictObject({
   maxBodySize: size.optional().describe('Largest request body accepted on this route (413 above); default listen.maxBodySize'),
   rateLimit: z.union([z.string().min(1), LimitSchema], { error: 'expected the name of a rateLimits entry or { key, limit, … }' }).optional()
     .describe('This route\'s limit, inline or by name from rateLimits; applies on top of rateLimits.default'),
+  cache: RouteCacheSchema.optional().describe('Cache GET/HEAD answers of this route'),
+  invalidate: z.array(tag).optional()
+    .describe('Tags a successful (2xx) write on this route invalidates; its own URL and parent collection always are'),
 })
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -76,6 +93,7 @@ export const ConfigSchema = z.strictObject({
   admin: z.strictObject({
     host: z.string().default('0.0.0.0').describe('Address of the admin listener (/healthz, /readyz)'),
     port: port.default(9090).describe('Port of the admin listener'),
+    token: z.string().default('').describe('Bearer token for POST /cache/purge; empty disables purging'),
   }).prefault({}).describe('The admin listener for probes'),
   upstream: z.strictObject({
     url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
@@ -105,6 +123,12 @@ export const ConfigSchema = z.strictObject({
     }).prefault({}).describe('How `user` keys are verified: the sub claim of a valid bearer JWT'),
     ipv6Prefix: z.int().min(1).max(128).default(64).describe('IPv6 clients are grouped by this prefix for ip keys (one /64 is one subscriber)'),
   }).prefault({}),
+  cache: z.strictObject({
+    memory: size.prefault('64MiB').describe('Bound of the in-process cache (L1), in bytes of stored responses'),
+    maxObjectSize: size.prefault('1MiB').describe('Larger responses are passed through uncached'),
+    waitForLeader: duration.prefault('10s').describe('How long concurrent misses for one key wait for the first one\'s answer'),
+    l1TtlWithoutPubSub: duration.prefault('5s').describe('When cross-replica invalidation is down, in-process entries live at most this long'),
+  }).prefault({}).describe('The two-tier response cache (L1 in process, L2 in Redis when redis.url is set)'),
   rateLimits: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'limit names are letters, digits, _ . -'), LimitSchema).default({})
     .describe('Named limits; `default` applies to every request'),
   rateLimiting: z.strictObject({
@@ -143,6 +167,7 @@ function refuseDuplicateNames(routes: Array<{ name: string }>, ctx: z.Refinement
 export type Config = z.output<typeof ConfigSchema>
 export type RouteConfig = z.output<typeof RouteSchema>
 export type LimitConfig = z.output<typeof LimitSchema>
+export type RouteCacheConfig = z.output<typeof RouteCacheSchema>
 
 type JsonSchema = { [key: string]: unknown }
 

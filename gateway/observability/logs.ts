@@ -3,6 +3,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import pino, { type Logger } from 'pino'
 import type { Ctx } from '../pipeline.ts'
 import { CHANNELS, type Notice } from './events.ts'
+import { outcomeLabel } from '../cache/status.ts'
 
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'gateway' }, timestamp: pino.stdTimeFunctions.isoTime })
@@ -36,6 +37,7 @@ export function requestLine(ctx: Ctx): Record<string, unknown> {
     upstreamMs: ctx.upstreamResponse ? round(ctx.upstreamResponse.headersMs) : null,
     upstreamStatus: ctx.upstreamResponse?.status ?? null,
     clientIp: ctx.clientIp,
+    cache: outcomeLabel(ctx.cache),
     ...(ctx.error ? { error: ctx.error.code, errorSource: ctx.error.source } : {}),
   }
 }

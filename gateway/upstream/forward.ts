@@ -10,35 +10,67 @@ import { GatewayError, type ErrorCode } from '../errors.ts'
 import { maxBodySize } from '../admit.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
 
-export async function forward(ctx: Ctx, res: ServerResponse): Promise<void> {
-  const { req } = ctx
-  const { upstream } = ctx.services
+export interface ForwardHooks {
+  /** Runs once the upstream's head is in, before anything is sent to the client (invalidation). */
+  onHead?: (status: number) => Promise<void> | void
+}
+
+export async function forward(ctx: Ctx, res: ServerResponse, hooks: ForwardHooks = {}): Promise<void> {
+  const abort = abortOnClientClose(res)
+  const response = await requestUpstream(ctx, abort.signal)
+  await hooks.onHead?.(response.statusCode)
+  await relay(ctx, res, response, abort.signal)
+}
+
+/** An AbortController that fires when the client goes away before its response is complete. */
+export function abortOnClientClose(res: ServerResponse): AbortController {
   const abort = new AbortController()
   res.once('close', () => {
     if (!res.writableFinished) abort.abort(new GatewayError('client_closed'))
   })
+  return abort
+}
+
+const CONDITIONAL_HEADERS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range']
+
+/**
+ * Sends the client's request upstream. `conditionals`, when given, replace the client's own conditional
+ * headers (the cache revalidating its entry with the entry's validators).
+ */
+export async function requestUpstream(ctx: Ctx, signal: AbortSignal, conditionals?: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  const { req } = ctx
+  const { upstream } = ctx.services
+  const headers = upstreamRequestHeaders(req.headers, {
+    peerAddress: ctx.peerAddress,
+    peerTrusted: ctx.plan.isTrustedProxy(ctx.peerAddress, 0),
+    requestId: ctx.id,
+    host: upstream.settings.host === 'preserve' ? req.headers.host ?? upstream.host : upstream.host,
+  })
+  if (conditionals) {
+    for (const name of CONDITIONAL_HEADERS) delete headers[name]
+    Object.assign(headers, conditionals)
+  }
   const started = performance.now()
-  let response: Dispatcher.ResponseData
   try {
-    response = await upstream.pool.request({
+    const response = await upstream.pool.request({
       method: req.method as Dispatcher.HttpMethod,
       path: upstream.basePath + req.url,
-      headers: upstreamRequestHeaders(req.headers, {
-        peerAddress: ctx.peerAddress,
-        peerTrusted: ctx.plan.isTrustedProxy(ctx.peerAddress, 0),
-        requestId: ctx.id,
-        host: upstream.settings.host === 'preserve' ? req.headers.host ?? upstream.host : upstream.host,
-      }),
+      headers,
       body: requestBody(req, maxBodySize(ctx)),
-      signal: abort.signal,
+      signal,
     })
+    ctx.upstreamResponse = { status: response.statusCode, headersMs: performance.now() - started }
+    return response
   } catch (err) {
-    throw toUpstreamError(abort.signal.reason ?? err)
+    throw toUpstreamError(signal.reason ?? err)
   }
+}
+
+/** Sends the upstream's answer to the client: small bodies whole, larger ones streamed with trailers. */
+export async function relay(ctx: Ctx, res: ServerResponse, response: Dispatcher.ResponseData, signal: AbortSignal): Promise<void> {
   const { statusCode, headers, body, trailers } = response
-  ctx.upstreamResponse = { status: statusCode, headersMs: performance.now() - started }
   const length = Number(headers['content-length'] ?? Infinity)
-  if (length <= SMALL_BODY_BYTES) return sendWhole(ctx, res, statusCode, headers, body, abort.signal)
+  if (length <= SMALL_BODY_BYTES) return sendWhole(ctx, res, statusCode, headers, body, signal)
   ctx.status = statusCode
   res.writeHead(statusCode, decorate(ctx, clientResponseHeaders(headers)))
   body.on('data', (chunk: Buffer) => { ctx.bytesOut += chunk.length })
@@ -48,7 +80,7 @@ export async function forward(ctx: Ctx, res: ServerResponse): Promise<void> {
     res.end()
   } catch (err) {
     // Headers are out, so the client can only learn of the failure by the connection closing.
-    ctx.error = toUpstreamError(abort.signal.reason ?? err)
+    ctx.error = toUpstreamError(signal.reason ?? err)
     body.destroy()
     res.destroy()
   }
