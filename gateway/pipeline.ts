@@ -38,29 +38,30 @@ export interface Ctx {
   /** The real client: the socket peer, or the first untrusted X-Forwarded-For hop behind trusted proxies. */
   readonly clientIp: string
   readonly peerAddress: string
-  /** True once the gateway is draining: responses close their connection. */
-  readonly draining: boolean
-  route?: Route
-  params?: Record<string, string>
-  client?: Client
+  /** Read when a response is decorated: once draining, responses close their connection. */
+  readonly lifecycle: { readonly draining: boolean }
+  route: Route | undefined
+  params: Record<string, string> | undefined
+  client: Client | undefined
   /** Every limit's decision and the binding (strictest) one. */
-  limit?: { decisions: readonly LimitDecision[]; binding: LimitDecision }
+  limit: { decisions: readonly LimitDecision[]; binding: LimitDecision } | undefined
   /** What the cache did: Cache-Status, X-Cache, the log field. */
-  cache?: CacheOutcome
+  cache: CacheOutcome | undefined
   /** Set by lookup when the request goes upstream through the cache. */
-  cacheState?: CacheState
-  upstreamResponse?: { status: number; headersMs: number }
-  status?: number
+  cacheState: CacheState | undefined
+  upstreamResponse: { status: number; headersMs: number } | undefined
+  status: number | undefined
   bytesOut: number
-  error?: GatewayError
+  error: GatewayError | undefined
 }
 
 export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
   try {
+    // Phases answer synchronously when they can (an L1 hit never waits for a promise); await only then.
     let reply = route(ctx) ?? admit(ctx)
-    reply ??= await identify(ctx)
-    reply ??= await limit(ctx)
-    reply ??= await lookup(ctx)
+    if (!reply) { const step = identify(ctx); reply = step instanceof Promise ? await step : step }
+    if (!reply) { const step = limit(ctx); reply = step instanceof Promise ? await step : step }
+    if (!reply) { const step = lookup(ctx); reply = step instanceof Promise ? await step : step }
     if (reply) return send(ctx, res, reply)
     if (ctx.cacheState) await forwardCached(ctx, res)
     else await forward(ctx, res, { onHead: (status) => invalidateAfterWrite(ctx, status) })
@@ -78,7 +79,7 @@ export function decorate(ctx: Ctx, headers: OutgoingHttpHeaders): OutgoingHttpHe
   headers['x-request-id'] = ctx.id
   if (ctx.limit) Object.assign(headers, rateLimitHeaders(ctx.limit.decisions, ctx.limit.binding, ctx.plan.config.rateLimiting.legacyHeaders))
   if (ctx.cache) Object.assign(headers, cacheStatusHeaders(ctx.cache))
-  if (ctx.draining) headers.connection = 'close'
+  if (ctx.lifecycle.draining) headers.connection = 'close'
   return headers
 }
 

@@ -33,19 +33,30 @@ export function createProxyServer(state: GatewayState): Server {
   return server
 }
 
+/** Every field is set here, even if undefined, so all Ctx objects share one shape (monomorphic access). */
 function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
   const peerAddress = req.socket.remoteAddress ?? ''
+  const { plan } = state
   return {
     id: requestIdFor(req.headers),
     t0: performance.now(),
     req,
-    plan: state.plan,
+    plan,
     services: state.services,
+    lifecycle: state,
     peerAddress,
-    clientIp: proxyAddr(req, state.plan.isTrustedProxy),
-    // Read when the response is decorated: a request that began before SIGTERM still closes its connection.
-    get draining() { return state.draining },
+    // Without trusted proxies X-Forwarded-For is never believed: no need to parse it.
+    clientIp: plan.config.trustedProxies.length ? proxyAddr(req, plan.isTrustedProxy) : peerAddress,
+    route: undefined,
+    params: undefined,
+    client: undefined,
+    limit: undefined,
+    cache: undefined,
+    cacheState: undefined,
+    upstreamResponse: undefined,
+    status: undefined,
     bytesOut: 0,
+    error: undefined,
   }
 }
 

@@ -27,7 +27,6 @@ export interface CacheState {
   readonly route: RouteCache
   /** Public scope: the entry is shared by different people, so `private` answers are not stored. */
   readonly shared: boolean
-  readonly tags: readonly string[]
   /** A stale entry: revalidated with its validators, or served if the upstream fails (stale-if-error). */
   stale?: Entry
   /** Set while this request is the one fetching a miss others wait for; call when done. */
@@ -50,8 +49,7 @@ export function lookup(ctx: Ctx): Verdict | Promise<Verdict> {
     proto: (trusted && String(ctx.req.headers['x-forwarded-proto'] ?? '')) || 'http',
     url: ctx.req.url ?? '/',
   })
-  const path = pathOf(ctx.req.url ?? '/')
-  ctx.cacheState = { primary, route, shared: scope === 'public', tags: [...fillTags(route.tags, ctx.params, ctx.client?.user), urlTag(path)] }
+  ctx.cacheState = { primary, route, shared: scope === 'public' }
   const found = cache.store.get(primary)
   return found instanceof Promise ? found.then((f) => answerFromStore(ctx, cache, f)) : answerFromStore(ctx, cache, found)
 }
@@ -227,8 +225,13 @@ function buildEntry(ctx: Ctx, status: number, upstreamHeaders: Record<string, st
   return {
     status, headers, body, storedAt: now, initialAgeS: decision.initialAgeS, freshUntil: decision.freshUntil,
     staleWhileRevalidateUntil: decision.staleWhileRevalidateUntil, staleIfErrorUntil: decision.staleIfErrorUntil,
-    vary: varyValues(varyNames, ctx.req.headers), tags: ctx.cacheState!.tags,
+    vary: varyValues(varyNames, ctx.req.headers), tags: entryTags(ctx),
   }
+}
+
+/** The route's tags, filled in, and the entry's path (so writes can invalidate URLs in every scope). */
+function entryTags(ctx: Ctx): string[] {
+  return [...fillTags(ctx.cacheState!.route.tags, ctx.params, ctx.client?.user), urlTag(pathOf(ctx.req.url ?? '/'))]
 }
 
 function storeEntry(cache: ResponseCache, primary: string, entry: Entry, now: number): void {

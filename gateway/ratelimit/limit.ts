@@ -8,10 +8,13 @@ import { GatewayError } from '../errors.ts'
 import { publishNotice } from '../observability/events.ts'
 import { bindingDecision, decide } from './decision.ts'
 
-export async function limit(ctx: Ctx): Promise<Verdict> {
+export function limit(ctx: Ctx): Verdict | Promise<Verdict> {
   const policies = (ctx.route ?? ctx.plan.unmatched).rateLimits
   if (!policies || isAllowlisted(ctx)) return undefined
-  const decisions = await Promise.all(policies.map((policy) => decide(
+  return spend(ctx, policies)
+}
+
+async function spend(ctx: Ctx, policies: readonly LimitPolicy[]): Promise<Verdict> {  const decisions = await Promise.all(policies.map((policy) => decide(
     policy,
     ctx.services.limiters.get(policy.name)!.consume(counterKey(policy, ctx), policy.cost),
     (err) => publishNotice({ level: 'error', msg: 'rate limiter failed; request allowed', policy: policy.name, err }),

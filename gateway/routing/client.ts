@@ -19,16 +19,16 @@ export interface Client {
 
 export type TokenVerifier = (token: string) => Promise<string | null>
 
-export async function identify(ctx: Ctx): Promise<Verdict> {
+/** Only where a limit or the cache will ask; synchronous unless a token must be verified. */
+export function identify(ctx: Ctx): Verdict | Promise<Verdict> {
   const route = ctx.route ?? ctx.plan.unmatched
+  if (!route.rateLimits && !route.needsUser) return undefined
+  const ip = ctx.clientIp
+  const ipKey = groupAddress(ip, ctx.plan.config.identity.ipv6Prefix)
   const verify = ctx.services.verifyToken
   const token = route.needsUser && verify ? bearerToken(ctx.req.headers.authorization) : null
-  ctx.client = {
-    ip: ctx.clientIp,
-    ipKey: groupAddress(ctx.clientIp, ctx.plan.config.identity.ipv6Prefix),
-    user: token ? await verify!(token) : null,
-  }
-  return undefined
+  if (!token) return void (ctx.client = { ip, ipKey, user: null })
+  return verify!(token).then((user) => void (ctx.client = { ip, ipKey, user }))
 }
 
 export function groupAddress(address: string, ipv6Prefix: number): string {
