@@ -42,8 +42,10 @@ export function storeDecision(input: StoreInput): StoreDecision {
     if (shared && cc.private) return { store: false, reason: 'private' }
     // The scope already decided whose entry this is, so the request's credentials are not the policy's business.
     const { authorization: _a, cookie: _c, ...requestHeaders } = input.requestHeaders
+    // A route that stores Set-Cookie answers has decided; the library would give them no lifetime.
+    const { 'set-cookie': _s, ...withoutCookies } = res
     const policy = new CachePolicy({ method: 'GET', url: '/', headers: requestHeaders as CachePolicy.Headers },
-      { status, headers: res as CachePolicy.Headers }, { shared, cacheHeuristic: 0, immutableMinTimeToLive: 0 })
+      { status, headers: (route.storeSetCookie ? withoutCookies : res) as CachePolicy.Headers }, { shared, cacheHeuristic: 0, immutableMinTimeToLive: 0 })
     if (!policy.storable()) return { store: false, reason: status >= 200 && status < 400 ? 'not-storable' : 'status' }
     const explicit = cc['max-age'] !== undefined || (shared && cc['s-maxage'] !== undefined) || res.expires !== undefined
     if (explicit) lifetimeMs = Math.max(0, policy.maxAge() - initialAgeS) * 1000

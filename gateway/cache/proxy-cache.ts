@@ -87,7 +87,8 @@ function answerFromStore(ctx: Ctx, cache: ResponseCache, found: Found | undefine
       return replyFromEntry(ctx, entry, now)
     }
     state.stale = entry
-    return undefined
+    // A client asking to revalidate goes upstream itself; others coalesce on one revalidation below.
+    if (checkRequested) return undefined
   }
   const leader = cache.inflight.get(state.primary)
   if (leader) return followLeader(ctx, cache, leader)
@@ -109,7 +110,7 @@ async function followLeader(ctx: Ctx, cache: ResponseCache, leader: Promise<void
   const variants = cache.store.l1.get(ctx.cacheState!.primary)
   const entry = variants && pickVariant(variants, ctx.req.headers)
   const now = Date.now()
-  if (!entry || freshness(entry, now) !== 'fresh') return undefined // not storable: fetch for ourselves
+  if (!entry || freshness(entry, now) !== 'fresh') return undefined // not stored or already stale: fetch for ourselves
   ctx.cache = { kind: 'hit', tier: 'l1', ttlS: ttlSeconds(entry, now), coalesced: true }
   return replyFromEntry(ctx, entry, now)
 }
@@ -167,7 +168,7 @@ export async function forwardCached(ctx: Ctx, res: ServerResponse): Promise<void
   storeEntry(cache, state.primary, entry, now)
   ctx.cache = { kind: 'miss', stored: true }
   state.release?.()
-  send(ctx, res, { status: entry.status, headers: { ...entry.headers }, body })
+  send(ctx, res, { status: entry.status, headers: { ...entry.headers, ...(entry.initialAgeS ? { age: String(entry.initialAgeS) } : {}) }, body })
 }
 
 function serveStaleOnError(ctx: Ctx, res: ServerResponse, stale: Entry, failure: GatewayError): void {
@@ -244,7 +245,8 @@ async function readBounded(body: Readable, limit: number, signal: AbortSignal): 
   const chunks: Buffer[] = []
   let size = 0
   try {
-    for await (const chunk of body) {
+    // destroyOnReturn: false: on overflow the rest of the body must still be there to stream.
+    for await (const chunk of body.iterator({ destroyOnReturn: false })) {
       chunks.push(chunk as Buffer)
       size += (chunk as Buffer).length
       if (size > limit) return chunks

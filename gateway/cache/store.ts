@@ -30,7 +30,14 @@ export interface CacheStore {
   delete(primary: string): void | Promise<void>
 }
 
+/**
+ * Entries with validators (ETag, Last-Modified) stay this long past their freshness, so that a stale one
+ * is revalidated with a cheap 304 instead of being fetched again.
+ */
+export const REVALIDATION_GRACE_MS = 10 * 60_000
+
 /** The last moment an entry is of any use; tiers expire it then. */
 export function usefulUntil(entry: Entry): number {
-  return Math.max(entry.freshUntil, entry.staleWhileRevalidateUntil, entry.staleIfErrorUntil)
+  const revalidatable = entry.headers.etag !== undefined || entry.headers['last-modified'] !== undefined
+  return Math.max(entry.freshUntil + (revalidatable ? REVALIDATION_GRACE_MS : 0), entry.staleWhileRevalidateUntil, entry.staleIfErrorUntil)
 }

@@ -22,6 +22,11 @@ export interface ForwardingFacts {
 
 export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, facts: ForwardingFacts): Record<string, string | string[]> {
   const headers = copyEndToEnd(incoming)
+  if (!facts.peerTrusted) {
+    // Only trusted proxies may speak for earlier hops: no Forwarded, X-Forwarded-Port, -Prefix, … from clients
+    // (an upstream honouring them would build URLs, and cached answers, from a client's say-so).
+    for (const name in headers) if (name === 'forwarded' || name.startsWith('x-forwarded-')) delete headers[name]
+  }
   const trusted = (name: string) => (facts.peerTrusted ? single(incoming[name]) : undefined)
   const priorHops = trusted('x-forwarded-for')
   headers.host = facts.host

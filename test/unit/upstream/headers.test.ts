@@ -12,7 +12,11 @@ t.test('hop-by-hop headers and those named in Connection are dropped', async (t)
 })
 
 t.test('from an untrusted peer, X-Forwarded-* are replaced', async (t) => {
-  const out = upstreamRequestHeaders({ host: 'public.example', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil' }, facts)
+  const out = upstreamRequestHeaders({ host: 'public.example', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil',
+    forwarded: 'for=6.6.6.6;host=evil', 'x-forwarded-port': '6666', 'x-forwarded-prefix': '/evil' }, facts)
+  t.equal(out.forwarded, undefined, 'Forwarded (RFC 7239) is not believed either')
+  t.equal(out['x-forwarded-port'], undefined)
+  t.equal(out['x-forwarded-prefix'], undefined)
   t.equal(out['x-forwarded-for'], '10.0.0.5')
   t.equal(out['x-forwarded-proto'], 'http')
   t.equal(out['x-forwarded-host'], 'public.example')
