@@ -120,7 +120,7 @@ function reload(state: GatewayState, file: string | null, logger: Logger): void 
   try {
     next = loadPlan(file)
   } catch (err) {
-    publishNotice({ level: 'error', msg: 'config reload failed; the old config keeps serving', problems: (err as ConfigError).problems ?? [String(err)] })
+    publishNotice({ level: 'error', msg: 'config reload failed; the old config keeps serving', event: 'config_reload_failed', problems: (err as ConfigError).problems ?? [String(err)] })
     return
   }
   const before = state.plan.config
@@ -131,7 +131,7 @@ function reload(state: GatewayState, file: string | null, logger: Logger): void 
   const needsRestart = (['listen', 'admin', 'redis', 'log'] as const).filter((key) =>
     JSON.stringify(next.config[key]) !== JSON.stringify(before[key]))
   if (needsRestart.length) logger.warn({ keys: needsRestart }, 'these settings change only on restart')
-  logger.info({ routes: next.routes.length }, 'config reloaded')
+  publishNotice({ level: 'info', msg: 'config reloaded', event: 'config_reloaded', routes: next.routes.length })
 }
 
 async function listen(server: Server, port: number, host: string): Promise<void> {

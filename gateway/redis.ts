@@ -37,7 +37,7 @@ export function openRedis(settings: Config['redis']): SharedRedis | null {
   let outageSince = 0
   client.on('ready', () => {
     up = true
-    if (outageSince) publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', downForMs: Date.now() - outageSince })
+    if (outageSince) publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
     else if (!everUp) publishNotice({ level: 'info', msg: 'redis connected' })
     everUp = true
     outageSince = 0
@@ -59,7 +59,7 @@ export function openRedis(settings: Config['redis']): SharedRedis | null {
     reportFailure: startEpisode,
     reportSuccess() {
       if (!outageSince || !up) return
-      publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', downForMs: Date.now() - outageSince })
+      publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
       outageSince = 0
     },
     duplicate: () => client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined }),

@@ -2,6 +2,7 @@
 // when they stop being useful; plus a tag → keys index so invalidation never scans.
 import { LRUCache } from 'lru-cache'
 import { usefulUntil, type CacheStore, type Variants } from './store.ts'
+import { publishCacheEviction } from '../observability/events.ts'
 
 export class MemoryTier implements CacheStore {
   readonly lru: LRUCache<string, Variants>
@@ -18,7 +19,10 @@ export class MemoryTier implements CacheStore {
       maxEntrySize: maxBytes,
       ttlAutopurge: false,
       allowStale: false,
-      dispose: (variants, primary) => this.#unindex(primary, variants),
+      dispose: (variants, primary, reason) => {
+        this.#unindex(primary, variants)
+        if (reason === 'evict') publishCacheEviction(reason)
+      },
     })
   }
 
