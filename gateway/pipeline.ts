@@ -20,6 +20,7 @@ import { limit } from './ratelimit/limit.ts'
 import { rateLimitHeaders } from './ratelimit/decision.ts'
 import { forwardCached, invalidateAfterWrite, lookup } from './cache/proxy-cache.ts'
 import { cacheStatusHeaders } from './cache/status.ts'
+import { serveTunnel } from './observability/tunnel.ts'
 import { forward } from './upstream/forward.ts'
 import { publishRequest } from './observability/events.ts'
 
@@ -50,6 +51,8 @@ export interface Ctx {
   /** Set by lookup when the request goes upstream through the cache. */
   cacheState: CacheState | undefined
   upstreamResponse: { status: number; headersMs: number } | undefined
+  /** performance.now() after the limit and lookup phases, for trace spans. */
+  marks: { limited: number; lookedUp: number }
   status: number | undefined
   bytesOut: number
   error: GatewayError | undefined
@@ -61,7 +64,10 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
     let reply = route(ctx) ?? admit(ctx)
     if (!reply) { const step = identify(ctx); reply = step instanceof Promise ? await step : step }
     if (!reply) { const step = limit(ctx); reply = step instanceof Promise ? await step : step }
+    ctx.marks.limited = performance.now()
+    if (!reply && ctx.route?.tunnel) return await serveTunnel(ctx, res)
     if (!reply) { const step = lookup(ctx); reply = step instanceof Promise ? await step : step }
+    ctx.marks.lookedUp = performance.now()
     if (reply) return send(ctx, res, reply)
     if (ctx.cacheState) await forwardCached(ctx, res)
     else await forward(ctx, res, { onHead: (status) => invalidateAfterWrite(ctx, status) })

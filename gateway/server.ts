@@ -54,6 +54,7 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
     cache: undefined,
     cacheState: undefined,
     upstreamResponse: undefined,
+    marks: { limited: 0, lookedUp: 0 },
     status: undefined,
     bytesOut: 0,
     error: undefined,

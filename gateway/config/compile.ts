@@ -44,6 +44,8 @@ export interface Route {
   readonly rateLimits: readonly LimitPolicy[] | null
   /** Whether a phase needs the verified user (a `user` key), so the JWT is only checked when it matters. */
   readonly needsUser: boolean
+  /** The Sentry tunnel: envelopes for these DSNs are forwarded to Sentry instead of the upstream. */
+  readonly tunnel: { readonly allow: readonly string[] } | null
 }
 
 export interface Plan {
@@ -98,7 +100,7 @@ export function compilePlan(config: Config, file: string): Plan {
     const rateLimits = withDefault(own)
     const needsUser = (rateLimits?.some((p) => p.key.kind === 'user') ?? false) || cache?.scope === 'user'
       || [...(cache?.tags ?? []), ...(invalidate ?? [])].some((t) => t.parts.some((part) => 'param' in part && part.param === 'user'))
-    return Object.freeze({ name, index, maxBodySize, rateLimits, needsUser, cache, invalidate })
+    return Object.freeze({ name, index, maxBodySize, rateLimits, needsUser, cache, invalidate, tunnel: null })
   }
   const routes = config.routes.map((route, index): Route => {
     let own: LimitPolicy | undefined
@@ -138,11 +140,18 @@ export function compilePlan(config: Config, file: string): Plan {
     else problems.push({ path: ['rateLimiting', 'allow', index], message: 'expected an IP address, a CIDR or user:<sub>' })
   })
   if (problems.length) throw new CompileError(problems)
+  const tunnel = tunnelRoute(config)
   let router: Router<Route>
   try {
-    router = createRouter(routes.map((route, index) => ({ route, specs: matchSpecs(config.routes[index]!.match) })))
+    router = createRouter([
+      ...routes.map((route, index) => ({ route, specs: matchSpecs(config.routes[index]!.match) })),
+      ...(tunnel ? [{ route: tunnel, specs: [{ methods: ['POST'], path: config.sentry.tunnel!.path }] }] : []),
+    ])
   } catch (err) {
-    if (err instanceof RouteConflict) throw new CompileError([{ path: ['routes', err.routeIndex, 'match'], message: err.message }])
+    if (err instanceof RouteConflict) {
+      const path = err.routeIndex === routes.length ? ['sentry', 'tunnel', 'path'] : ['routes', err.routeIndex, 'match']
+      throw new CompileError([{ path, message: err.message }])
+    }
     throw new CompileError([{ path: ['routes'], message: (err as Error).message }])
   }
   return Object.freeze({
@@ -152,9 +161,20 @@ export function compilePlan(config: Config, file: string): Plan {
     router,
     isTrustedProxy: proxyAddr.compile(config.trustedProxies),
     unmatched: routeOf('(unmatched)', -1, config.listen.maxBodySize, undefined),
-    limitPolicies: new Map([...named, ...routes.flatMap((r) => r.rateLimits ?? []).map((p) => [p.name, p] as const)]),
+    limitPolicies: new Map([...named, ...[...routes, ...(tunnel ? [tunnel] : [])].flatMap((r) => r.rateLimits ?? []).map((p) => [p.name, p] as const)]),
     allow: { address: addressMatcher(allowedAddresses), users: allowedUsers },
     caching: routes.some((r) => r.cache !== null),
+  })
+}
+
+/** The Sentry tunnel as a route of its own: its size cap and its own per-IP limit, no default limit. */
+function tunnelRoute(config: Config): Route | null {
+  const settings = config.sentry.tunnel
+  if (!settings) return null
+  const limit = compileLimit('sentry-tunnel', { key: 'ip', limit: settings.limit, cost: 1 })
+  return Object.freeze({
+    name: 'sentry-tunnel', index: -2, maxBodySize: settings.maxSize, rateLimits: Object.freeze([limit]), needsUser: false,
+    cache: null, invalidate: null, tunnel: Object.freeze({ allow: Object.freeze([...settings.allow]) }),
   })
 }
 

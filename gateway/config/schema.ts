@@ -129,6 +129,22 @@ export const ConfigSchema = z.strictObject({
     waitForLeader: duration.prefault('10s').describe('How long concurrent misses for one key wait for the first one\'s answer'),
     l1TtlWithoutPubSub: duration.prefault('5s').describe('When cross-replica invalidation is down, in-process entries live at most this long'),
   }).prefault({}).describe('The two-tier response cache (L1 in process, L2 in Redis when redis.url is set)'),
+  sentry: z.strictObject({
+    dsn: z.string().refine((dsn) => dsn === '' || /^https?:\/\/[^@\s]+@[^/\s]+\/.*\d+$/.test(dsn), 'expected a Sentry DSN like https://key@o1.ingest.sentry.io/123, or empty')
+      .default('').describe('Where errors and traces go; empty turns Sentry off (and it then costs nothing)'),
+    environment: z.string().default('production').describe('Sentry environment'),
+    release: z.string().optional().describe('Sentry release'),
+    tracesSampleRate: z.number().min(0).max(1).default(0.1).describe('Share of requests traced (a sampled incoming trace is always continued)'),
+    cacheHitSampleRate: z.number().min(0).max(1).optional().describe('Share of cache hits traced; default a tenth of tracesSampleRate'),
+    profilesSampleRate: z.number().min(0).max(1).default(0).describe('Accepted for the plan\'s config; profiling needs @sentry/profiling-node, which is not bundled'),
+    reportUpstream5xx: z.boolean().default(true).describe('Send an event for upstream 5xx answers (they are always counted)'),
+    tunnel: z.strictObject({
+      path: z.string().regex(/^\/\S*$/, 'expected a path starting with /').describe('Where the browser SDK\'s `tunnel` option posts envelopes'),
+      allow: z.array(z.string().min(1)).min(1).describe('DSNs whose envelopes are forwarded; any other DSN is refused (403)'),
+      maxSize: size.prefault('1MiB').describe('Largest envelope accepted (413 above)'),
+      limit: rate.prefault('60/min').describe('Envelopes per client IP'),
+    }).optional().describe('A first-party endpoint for browser events, so ad blockers do not drop them'),
+  }).prefault({}).describe('Error reporting and tracing'),
   rateLimits: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'limit names are letters, digits, _ . -'), LimitSchema).default({})
     .describe('Named limits; `default` applies to every request'),
   rateLimiting: z.strictObject({

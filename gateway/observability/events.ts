@@ -35,3 +35,29 @@ export function publishNotice(notice: Notice): void {
 export function publishCacheEviction(reason: string): void {
   if (evictChannel.hasSubscribers) evictChannel.publish({ reason })
 }
+
+/**
+ * Trace propagation, installed by the Sentry integration when it is on: the trace headers the upstream gets
+ * instead of the client's (exactly one set).
+ */
+export interface TraceHooks { upstreamHeaders(ctx: Ctx): Record<string, string> }
+let traceHooks: TraceHooks | null = null
+
+export function setTraceHooks(hooks: TraceHooks | null): void {
+  traceHooks = hooks
+}
+
+export function traceHeadersFor(ctx: Ctx): Record<string, string> | null {
+  return traceHooks ? traceHooks.upstreamHeaders(ctx) : null
+}
+
+/** Work to finish before the process exits (sending buffered events). */
+const flushers = new Set<(timeoutMs: number) => Promise<unknown>>()
+
+export function onFlush(flush: (timeoutMs: number) => Promise<unknown>): void {
+  flushers.add(flush)
+}
+
+export async function flushAll(timeoutMs: number): Promise<void> {
+  await Promise.allSettled([...flushers].map((flush) => flush(timeoutMs)))
+}

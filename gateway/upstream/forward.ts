@@ -9,6 +9,7 @@ import { decorate, type Ctx } from '../pipeline.ts'
 import { GatewayError, type ErrorCode } from '../errors.ts'
 import { maxBodySize } from '../admit.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
+import { traceHeadersFor } from '../observability/events.ts'
 
 export interface ForwardHooks {
   /** Runs once the upstream's head is in, before anything is sent to the client (invalidation). */
@@ -31,6 +32,7 @@ export function abortOnClientClose(res: ServerResponse): AbortController {
   return abort
 }
 
+const TRACE_HEADERS = ['sentry-trace', 'baggage', 'traceparent', 'tracestate']
 const CONDITIONAL_HEADERS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range']
 
 /**
@@ -49,6 +51,12 @@ export async function requestUpstream(ctx: Ctx, signal: AbortSignal, conditional
   if (conditionals) {
     for (const name of CONDITIONAL_HEADERS) delete headers[name]
     Object.assign(headers, conditionals)
+  }
+  const trace = traceHeadersFor(ctx)
+  if (trace) {
+    // The gateway continues the client's trace; the upstream gets the gateway's span as parent, once.
+    for (const name of TRACE_HEADERS) delete headers[name]
+    Object.assign(headers, trace)
   }
   const started = performance.now()
   try {

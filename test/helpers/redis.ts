@@ -23,7 +23,7 @@ export async function startRedis(): Promise<RunningRedis> {
   }
   const kill = async () => {
     const running = proc
-    if (!running || running.exitCode !== null) return
+    if (!running || running.exitCode !== null || running.signalCode !== null) return
     const gone = new Promise((resolve) => running.once('exit', resolve))
     running.kill('SIGKILL')
     await gone
