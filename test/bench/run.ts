@@ -9,6 +9,7 @@ import autocannon from 'autocannon'
 import { startGateway, ROOT, type RunningGateway } from '../helpers/gateway.ts'
 import { startRedis, type RunningRedis } from '../helpers/redis.ts'
 import { startDemoUpstream, signDemoToken } from '../../deploy/demo-upstream/app.ts'
+import { startSentryReceiver, type SentryReceiver } from '../helpers/sentry-receiver.ts'
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, connections: { type: 'string', default: '50' } } })
 const duration = args.quick ? 3 : 10
@@ -76,7 +77,9 @@ async function dashboardHitRate(gateway: RunningGateway, requests: number): Prom
 const processes: ChildProcess[] = []
 const gateways: RunningGateway[] = []
 let redis: RunningRedis | undefined
+let sentry: SentryReceiver | undefined
 try {
+  sentry = await startSentryReceiver()
   const instant = await startInstantUpstream()
   const slow = await startInstantUpstream({ DELAY_MS: '20' })
   processes.push(instant.proc, slow.proc)
@@ -96,6 +99,8 @@ try {
   const withCache = await start(base(instant.url, cached))
   const l2Only = await start(base(instant.url, `redis: { url: "${redis.url}", keyPrefix: "bench-l2:" }\ncache: { memory: 1 }\n${cached}`))
   const slowCached = await start(base(slow.url, cached))
+  const sentryErrorsOnly = await start(base(instant.url, `sentry: { dsn: "${sentry.dsn()}", tracesSampleRate: 0 }\n`))
+  const sentryTracing = await start(base(instant.url, `sentry: { dsn: "${sentry.dsn()}", tracesSampleRate: 0.1 }\n`))
   const pid = (g: RunningGateway) => () => g.proc.pid
   const targets: Target[] = [
     { name: 'upstream direct (node:http, preallocated buffer: the ceiling)', url: `${instant.url}/api/leads/1` },
@@ -105,6 +110,8 @@ try {
     { name: 'gateway L1 cache hit', url: `${withCache.url}/api/leads/1`, baseline: 'upstream direct (node:http, preallocated buffer: the ceiling)', pid: pid(withCache) },
     { name: 'gateway L2 (Redis) cache hit', url: `${l2Only.url}/api/leads/1`, baseline: 'upstream direct (node:http, preallocated buffer: the ceiling)', pid: pid(l2Only) },
     { name: 'gateway cache miss (no-store)', url: `${withCache.url}/nostore/1`, baseline: 'gateway pass-through', pid: pid(withCache) },
+    { name: 'gateway + Sentry errors only', url: `${sentryErrorsOnly.url}/api/leads/1`, baseline: 'gateway pass-through', pid: pid(sentryErrorsOnly) },
+    { name: 'gateway + Sentry tracing at 0.1', url: `${sentryTracing.url}/api/leads/1`, baseline: 'gateway pass-through', pid: pid(sentryTracing) },
     { name: 'upstream direct, 20 ms latency', url: `${slow.url}/api/leads/1` },
     { name: 'gateway L1 hit, 20 ms upstream', url: `${slowCached.url}/api/leads/1`, baseline: 'upstream direct, 20 ms latency', pid: pid(slowCached) },
   ]
@@ -150,4 +157,5 @@ try {
   for (const gateway of gateways) await gateway.stop()
   for (const proc of processes) proc.kill('SIGTERM')
   await redis?.stop()
+  await sentry?.close()
 }
