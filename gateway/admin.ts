@@ -1,18 +1,26 @@
-// The admin listener, kept off the proxy port: /healthz (the process is alive) and /readyz (it can serve:
-// config loaded, not draining, upstream reachable, Redis connected when configured). Probes and operators use it; clients never should.
+// The admin listener, kept off the proxy port: /healthz (the process is alive), /readyz (it can serve:
+// config loaded, not draining, upstream reachable, Redis connected when configured) and /metrics (Prometheus).
+// Probes, scrapers and operators use it; clients never should.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect } from 'node:net'
 import { timingSafeEqual } from 'node:crypto'
 import type { GatewayState } from './server.ts'
 import { pathOf, urlTag } from './cache/keys.ts'
 import { publishNotice } from './observability/events.ts'
+import { createMetrics, type Metrics } from './observability/metrics.ts'
 
+/**
+ * The metrics live as long as the admin server: they are created here, so that whoever starts the admin
+ * listener gets /metrics with nothing else to wire, and stop listening when it closes.
+ */
 export function createAdminServer(state: GatewayState): Server {
-  return createServer(async (req, res) => {
+  const metrics = createMetrics(state)
+  const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/cache/purge') return purge(state, req, res)
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return json(res, 200, { status: 'ok' })
+    if (path === '/metrics') return scrape(metrics, res)
     if (path === '/readyz') {
       const checks = {
         config: { ok: true, file: state.plan.file },
@@ -23,8 +31,23 @@ export function createAdminServer(state: GatewayState): Server {
       const ready = Object.values(checks).every((check) => check.ok)
       return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
     }
-    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', 'POST /cache/purge'] })
+    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', 'POST /cache/purge'] })
   })
+  server.once('close', () => metrics.close())
+  return server
+}
+
+/** GET /metrics: the Prometheus text format. */
+async function scrape(metrics: Metrics, res: ServerResponse): Promise<void> {
+  let text: string
+  try {
+    text = await metrics.render()
+  } catch (err) {
+    publishNotice({ level: 'error', msg: 'metrics could not be rendered', err })
+    return json(res, 500, { error: 'metrics unavailable' })
+  }
+  res.writeHead(200, { 'content-type': metrics.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  res.end(text)
 }
 
 /**

@@ -1,5 +1,5 @@
 // The only observability import the core modules make: named diagnostics channels. Logs, metrics and
-// error reporting subscribe to them; nothing is computed when nobody listens.
+// error reporting subscribe to them; a channel nobody listens to costs one boolean check.
 import { channel } from 'node:diagnostics_channel'
 import type { Ctx } from '../pipeline.ts'
 
