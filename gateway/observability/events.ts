@@ -40,7 +40,7 @@ export function publishCacheEviction(reason: string): void {
  * Trace propagation, installed by the Sentry integration when it is on: the trace headers the upstream gets
  * instead of the client's (exactly one set).
  */
-export interface TraceHooks { upstreamHeaders(ctx: Ctx): Record<string, string> }
+export interface TraceHooks { upstreamHeaders(ctx: Ctx): Record<string, string> | null }
 let traceHooks: TraceHooks | null = null
 
 export function setTraceHooks(hooks: TraceHooks | null): void {

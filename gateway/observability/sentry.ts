@@ -12,9 +12,11 @@ import { scrubDeep, scrubEvent } from './scrub.ts'
 
 interface RequestTrace { root: Sentry.Span; scope: Sentry.Scope; upstream?: Sentry.Span }
 const traces = new WeakMap<Ctx, RequestTrace>()
+/** The sampling decision, made before any Sentry work: unsampled requests (most) create no spans at all. */
+const sampled = new WeakMap<Ctx, boolean>()
 
 export function initSentry(settings: Config['sentry']): void {
-  const cacheHitRate = settings.cacheHitSampleRate ?? settings.tracesSampleRate / 10
+  const rates = { traces: settings.tracesSampleRate, cacheHits: settings.cacheHitSampleRate ?? settings.tracesSampleRate / 10 }
   Sentry.init({
     dsn: settings.dsn,
     environment: settings.environment,
@@ -29,18 +31,32 @@ export function initSentry(settings: Config['sentry']): void {
     dataCollection: { userInfo: false, cookies: false, httpHeaders: false, httpBodies: [], urlQueryParams: false },
     // Transactions with child spans, the shape Sentry's dashboards query.
     traceLifecycle: 'static',
-    tracesSampler: ({ attributes, inheritOrSampleWith }) =>
-      attributes?.['gateway.cache'] === 'hit' ? cacheHitRate : inheritOrSampleWith(settings.tracesSampleRate),
+    // The gateway decides (isSampled below) and only starts spans for sampled requests.
+    tracesSampler: ({ attributes }) => (attributes?.['gateway.sampled'] ? 1 : 0),
     tracePropagationTargets: [],
     beforeBreadcrumb: () => null,
     beforeSend: (event) => scrubEvent(event),
     beforeSendTransaction: (event) => scrubEvent(event),
     beforeSendSpan: Sentry.withStaticSpan((span) => scrubDeep(span)),
   })
-  setTraceHooks({ upstreamHeaders })
-  subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings))
+  setTraceHooks({ upstreamHeaders: (ctx) => (isSampled(ctx, rates) ? upstreamHeaders(ctx) : null) })
+  subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings, rates))
   subscribe(CHANNELS.notice, (message) => reportNotice(message as Notice))
   onFlush((timeoutMs) => Sentry.flush(timeoutMs))
+}
+
+/**
+ * A sampled incoming trace is continued as sampled, an unsampled one is not; otherwise tracesSampleRate, or
+ * cacheHitSampleRate for cache hits (decided at the end for requests that never reach the upstream).
+ */
+function isSampled(ctx: Ctx, rates: { traces: number; cacheHits: number }): boolean {
+  let decision = sampled.get(ctx)
+  if (decision !== undefined) return decision
+  const parent = incomingTrace(ctx).sentryTrace
+  const flag = parent?.split('-')[2]
+  decision = flag === '1' ? true : flag === '0' ? false : Math.random() < (ctx.cache?.kind === 'hit' ? rates.cacheHits : rates.traces)
+  sampled.set(ctx, decision)
+  return decision
 }
 
 /** The request's root span, created when first needed: at the upstream call, or when the request ends. */
@@ -56,7 +72,7 @@ function traceOf(ctx: Ctx): RequestTrace {
       op: 'http.server',
       forceTransaction: true,
       startTime: epochSeconds(ctx.t0),
-      attributes: { 'gateway.route': route, 'gateway.cache': ctx.cache?.kind ?? 'none', 'http.request.method': method, 'sentry.source': 'route' },
+      attributes: { 'gateway.route': route, 'gateway.sampled': true, 'http.request.method': method, 'sentry.source': 'route' },
     }),
   })))
   traces.set(ctx, trace)
@@ -74,7 +90,7 @@ function incomingTrace(ctx: Ctx): { sentryTrace: string | undefined; baggage: st
   return { sentryTrace: `${parent[1]}-${parent[2]}-${sampled}`, baggage: undefined }
 }
 
-function upstreamHeaders(ctx: Ctx): Record<string, string> {
+function upstreamHeaders(ctx: Ctx): Record<string, string> | null {
   const trace = traceOf(ctx)
   trace.upstream = Sentry.startInactiveSpan({
     name: `${ctx.req.method} ${ctx.services.upstream.origin}`,
@@ -88,10 +104,16 @@ function upstreamHeaders(ctx: Ctx): Record<string, string> {
   return headers
 }
 
-function finishRequest(ctx: Ctx, settings: Config['sentry']): void {
-  const trace = traceOf(ctx)
-  const status = ctx.error?.code === 'client_closed' ? 499 : ctx.status ?? 0
-  const tags = {
+function finishRequest(ctx: Ctx, settings: Config['sentry'], rates: { traces: number; cacheHits: number }): void {
+  const trace = isSampled(ctx, rates) ? traceOf(ctx) : null
+  if (trace) endTrace(ctx, trace)
+  reportFailure(ctx, trace, settings)
+}
+
+/** The tags every event and transaction carries (what the Sentry dashboard queries). */
+function tagsOf(ctx: Ctx): Record<string, string> {
+  const status = statusOf(ctx)
+  return {
     route: ctx.route?.name ?? '(unmatched)',
     method: ctx.req.method ?? 'GET',
     status: String(status),
@@ -101,19 +123,24 @@ function finishRequest(ctx: Ctx, settings: Config['sentry']): void {
     limit: ctx.limit ? (ctx.limit.binding.allowed ? 'allowed' : 'limited') : 'none',
     request_id: ctx.id,
   }
+}
+
+function statusOf(ctx: Ctx): number {
+  return ctx.error?.code === 'client_closed' ? 499 : ctx.status ?? 0
+}
+
+function endTrace(ctx: Ctx, trace: RequestTrace): void {
   const { root, scope } = trace
-  if (root.isRecording()) {
-    const end = Date.now() / 1000
-    if (ctx.limit) childSpan(root, 'gateway.ratelimit', `rate limit ${ctx.limit.binding.policy}`, ctx.t0, ctx.marks.limited)
-    if (ctx.cache) childSpan(root, 'gateway.cache', `cache lookup ${'tier' in ctx.cache ? ctx.cache.tier : ''}`.trim(), ctx.marks.limited, ctx.marks.lookedUp)
-    trace.upstream?.setAttribute('http.response.status_code', ctx.upstreamResponse?.status ?? 0)
-    trace.upstream?.end(end)
-    scope.setTags(tags)
-    root.setAttributes({ 'gateway.cache': tags.cache, 'gateway.limit': tags.limit, 'http.response.status_code': status })
-    Sentry.setHttpStatus(root, status || 500)
-    root.end(end)
-  }
-  reportFailure(ctx, trace, tags, settings)
+  const tags = tagsOf(ctx)
+  const end = Date.now() / 1000
+  if (ctx.limit) childSpan(root, 'gateway.ratelimit', `rate limit ${ctx.limit.binding.policy}`, ctx.t0, ctx.marks.limited)
+  if (ctx.cache) childSpan(root, 'gateway.cache', `cache lookup ${'tier' in ctx.cache ? ctx.cache.tier : ''}`.trim(), ctx.marks.limited, ctx.marks.lookedUp)
+  trace.upstream?.setAttribute('http.response.status_code', ctx.upstreamResponse?.status ?? 0)
+  trace.upstream?.end(end)
+  scope.setTags(tags)
+  root.setAttributes({ 'gateway.cache': tags.cache!, 'gateway.limit': tags.limit!, 'http.response.status_code': statusOf(ctx) })
+  Sentry.setHttpStatus(root, statusOf(ctx) || 500)
+  root.end(end)
 }
 
 function childSpan(root: Sentry.Span, op: string, name: string, from: number, to: number): void {
@@ -122,26 +149,30 @@ function childSpan(root: Sentry.Span, op: string, name: string, from: number, to
 }
 
 /** Upstream failures are grouped by route and error class, never by URL; client aborts are not failures. */
-function reportFailure(ctx: Ctx, trace: RequestTrace, tags: Record<string, string>, settings: Config['sentry']): void {
+function reportFailure(ctx: Ctx, trace: RequestTrace | null, settings: Config['sentry']): void {
   const error = ctx.error
+  const route = ctx.route?.name ?? '(unmatched)'
   let fingerprint: string[] | undefined
   let message: string | undefined
   if (error && error.source !== 'downstream') {
-    fingerprint = [error.source, tags.route!, error.code]
-    message = `${error.source === 'upstream' ? 'Upstream' : 'Gateway'} ${error.code} on ${tags.route}`
+    fingerprint = [error.source, route, error.code]
+    message = `${error.source === 'upstream' ? 'Upstream' : 'Gateway'} ${error.code} on ${route}`
   } else if (!error && settings.reportUpstream5xx && (ctx.upstreamResponse?.status ?? 0) >= 500) {
-    fingerprint = ['upstream-5xx', tags.route!, String(ctx.upstreamResponse!.status)]
-    message = `Upstream answered ${ctx.upstreamResponse!.status} on ${tags.route}`
+    fingerprint = ['upstream-5xx', route, String(ctx.upstreamResponse!.status)]
+    message = `Upstream answered ${ctx.upstreamResponse!.status} on ${route}`
   }
   if (!fingerprint) return
+  const tags = tagsOf(ctx)
   Sentry.withScope((scope) => {
     scope.setTags(tags)
     scope.setFingerprint(fingerprint)
     scope.setContext('request', { method: tags.method, route: tags.route, request_id: ctx.id })
-    Sentry.withActiveSpan(trace.root, () => {
+    const capture = () => {
       if (error?.source === 'internal' && error.cause instanceof Error) Sentry.captureException(error.cause)
       else Sentry.captureMessage(message!, 'error')
-    })
+    }
+    if (trace) Sentry.withActiveSpan(trace.root, capture)
+    else capture()
   })
 }
 
