@@ -24,9 +24,13 @@ export function scrubDeep<T>(value: T, depth = 0): T {
   return out as T
 }
 
-/** A Sentry event or transaction: request bodies and cookies go entirely, the rest is filtered. */
+/**
+ * A Sentry event or transaction: request bodies and cookies go entirely, the rest is filtered. A
+ * transaction's spans are left to beforeSendSpan, which sees each of them anyway.
+ */
 export function scrubEvent<E extends object>(event: E): E {
-  const scrubbed = scrubDeep(event) as E & { request?: { data?: unknown; cookies?: unknown }; user?: unknown }
+  const { spans, ...rest } = event as E & { spans?: unknown }
+  const scrubbed = { ...scrubDeep(rest), ...(spans === undefined ? {} : { spans }) } as unknown as E & { request?: { data?: unknown; cookies?: unknown }; user?: unknown }
   if (scrubbed.request) {
     delete scrubbed.request.data
     delete scrubbed.request.cookies

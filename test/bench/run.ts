@@ -9,7 +9,6 @@ import autocannon from 'autocannon'
 import { startGateway, ROOT, type RunningGateway } from '../helpers/gateway.ts'
 import { startRedis, type RunningRedis } from '../helpers/redis.ts'
 import { startDemoUpstream, signDemoToken } from '../../deploy/demo-upstream/app.ts'
-import { startSentryReceiver, type SentryReceiver } from '../helpers/sentry-receiver.ts'
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, connections: { type: 'string', default: '50' } } })
 const duration = args.quick ? 3 : 10
@@ -24,8 +23,10 @@ async function load(url: string, seconds: number): Promise<Sample> {
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts + result.non2xx }
 }
 
-function startInstantUpstream(env: NodeJS.ProcessEnv = {}): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [join(ROOT, 'test/bench/instant-upstream.ts')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+/** A bench server in its own process (it prints {"port": N} when listening). */
+function startHelperProcess(script: string, env: NodeJS.ProcessEnv = {}): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [join(ROOT, script)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  processes.push(proc)
   return new Promise((resolve) => proc.stdout!.once('data', (chunk: Buffer) => resolve({ url: `http://127.0.0.1:${JSON.parse(chunk.toString()).port}`, proc })))
 }
 
@@ -77,12 +78,11 @@ async function dashboardHitRate(gateway: RunningGateway, requests: number): Prom
 const processes: ChildProcess[] = []
 const gateways: RunningGateway[] = []
 let redis: RunningRedis | undefined
-let sentry: SentryReceiver | undefined
 try {
-  sentry = await startSentryReceiver()
-  const instant = await startInstantUpstream()
-  const slow = await startInstantUpstream({ DELAY_MS: '20' })
-  processes.push(instant.proc, slow.proc)
+  const sink = await startHelperProcess('test/bench/sink.ts')
+  const sentryDsn = `http://publickey@127.0.0.1:${new URL(sink.url).port}/1`
+  const instant = await startHelperProcess('test/bench/instant-upstream.ts')
+  const slow = await startHelperProcess('test/bench/instant-upstream.ts', { DELAY_MS: '20' })
   redis = await startRedis()
   const base = (upstream: string, extra = '') =>
     `listen: { port: 0 }\nadmin: { port: 0 }\nlog: { requests: false }\nupstream: { url: ${upstream}, connections: 64 }\n${extra}`
@@ -99,8 +99,8 @@ try {
   const withCache = await start(base(instant.url, cached))
   const l2Only = await start(base(instant.url, `redis: { url: "${redis.url}", keyPrefix: "bench-l2:" }\ncache: { memory: 1 }\n${cached}`))
   const slowCached = await start(base(slow.url, cached))
-  const sentryErrorsOnly = await start(base(instant.url, `sentry: { dsn: "${sentry.dsn()}", tracesSampleRate: 0 }\n`))
-  const sentryTracing = await start(base(instant.url, `sentry: { dsn: "${sentry.dsn()}", tracesSampleRate: 0.1 }\n`))
+  const sentryErrorsOnly = await start(base(instant.url, `sentry: { dsn: "${sentryDsn}", tracesSampleRate: 0 }\n`))
+  const sentryTracing = await start(base(instant.url, `sentry: { dsn: "${sentryDsn}", tracesSampleRate: 0.1 }\n`))
   const pid = (g: RunningGateway) => () => g.proc.pid
   const targets: Target[] = [
     { name: 'upstream direct (node:http, preallocated buffer: the ceiling)', url: `${instant.url}/api/leads/1` },
@@ -157,5 +157,4 @@ try {
   for (const gateway of gateways) await gateway.stop()
   for (const proc of processes) proc.kill('SIGTERM')
   await redis?.stop()
-  await sentry?.close()
 }
