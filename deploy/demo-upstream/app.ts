@@ -6,6 +6,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SignJWT, jwtVerify } from 'jose'
+import { PAGE_PATHS, pageConfig, sendPage, sendScript } from './web/page.ts'
 
 export const LEAD_STATUSES = ['new', 'contacted', 'qualified', 'won', 'lost'] as const
 export type LeadStatus = (typeof LEAD_STATUSES)[number]
@@ -25,6 +26,16 @@ export interface DemoOptions {
   latencyMs?: number
   leadsPerUser?: number
   seed?: number
+  /**
+   * The demo page's browser SDK DSN (default: env DEMO_FRONTEND_DSN). Without one the page runs without Sentry.
+   * The page (GET / for browsers, GET /app.js) posts its envelopes to the gateway's tunnel at `frontendTunnel`.
+   */
+  frontendDsn?: string
+  frontendTunnel?: string
+  /** The page's tracesSampleRate (default: env DEMO_FRONTEND_TRACES_SAMPLE_RATE, else 1). */
+  frontendTracesSampleRate?: number
+  /** Called with every request as it arrives, before it is answered (tests record what the API received). */
+  onRequest?: (req: IncomingMessage) => void
 }
 
 export interface DemoApp {
@@ -291,6 +302,8 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
   )
   const latencyMs = options.latencyMs ?? 0
   const store = new LeadStore([...DEMO_USERS.keys()], options.leadsPerUser ?? 2000, options.seed ?? 42)
+  const page = pageConfig({ dsn: options.frontendDsn, tunnel: options.frontendTunnel, tracesSampleRate: options.frontendTracesSampleRate })
+  const onRequest = options.onRequest
 
   async function authenticate(req: IncomingMessage): Promise<string> {
     const header = req.headers.authorization ?? ''
@@ -350,6 +363,16 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
     const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1))
     const buf = body ?? Buffer.alloc(0)
 
+    // The demo page: GET / for browsers (Accept: text/html); API clients still get the JSON 404 below.
+    if (path === '/' && (method === 'GET' || method === 'HEAD')) return sendPage(res, page)
+    if (PAGE_PATHS.has(path)) {
+      allow(method, ['GET', 'HEAD'])
+      try {
+        return await sendScript(res, path)
+      } catch (err) {
+        throw new HttpError(500, `the page script could not be bundled: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
     if (path === '/healthz') {
       allow(method, ['GET', 'HEAD'])
       return sendJson(res, 200, { status: 'ok' })
@@ -438,6 +461,7 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
 
   return {
     handler(req, res) {
+      onRequest?.(req)
       handle(req, res).catch((err: unknown) => {
         // Aborted uploads land here too; only answer if the socket is still usable.
         if (!res.headersSent && !res.destroyed) sendJson(res, 500, { detail: 'Internal Server Error' })

@@ -290,7 +290,7 @@ t.test('dashboard', async (t) => {
 })
 
 t.test('unknown paths and methods', async (t) => {
-  for (const path of ['/', '/nope', '/auth', '/healthz/x']) {
+  for (const path of ['/nope', '/auth', '/healthz/x']) {
     const r = await call(path)
     t.equal(r.status, 404, path)
     t.same(r.body, { detail: 'Not Found' })
@@ -411,4 +411,13 @@ t.test('server.ts CLI', async (t) => {
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')
   t.equal(code, 0)
+})
+
+t.test('GET / is the SalesFlow page, whose script is bundled from the npm packages', async (t) => {
+  const demo = await startDemoUpstream()
+  t.teardown(() => demo.close())
+  const page = await fetch(`${demo.url}/`)
+  t.equal(page.status, 200)
+  t.match(page.headers.get('content-type'), /^text\/html/)
+  t.match(await page.text(), /<script[^>]+app\.js/)
 })
