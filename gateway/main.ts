@@ -7,10 +7,13 @@ import { ConfigError, loadPlan } from './config/load.ts'
 import type { Plan } from './config/compile.ts'
 
 const USAGE = `usage: gateway [--config FILE] [--check]
+       gateway sentry-dashboard --org SLUG [--url URL] [--project ID] [--dry-run]   (see its --help)
   --config, -c FILE   the YAML config (default: $GATEWAY_CONFIG, else the embedded defaults)
   --check             validate the config, print every problem, exit 0 if it is valid`
 
 export async function main(argv: string[]): Promise<number> {
+  // A subcommand that talks to Sentry's API instead of running the gateway: nothing else is loaded for it.
+  if (argv[0] === 'sentry-dashboard') return (await import('./sentry-dashboard.ts')).sentryDashboard(argv.slice(1))
   let args
   try {
     args = parseArgs({ args: argv, options: {
