@@ -79,7 +79,8 @@ export async function startGateway(yaml: string, options: { env?: NodeJS.Process
     })
   }
 
-  const ready = await waitForLog((line) => line.msg === 'gateway listening')
+  // Generous: on a loaded 2-core CI machine a cold start (type stripping, imports) can take seconds.
+  const ready = await waitForLog((line) => line.msg === 'gateway listening', 30_000)
   const port = ready.port as number
   const adminPort = ready.adminPort as number
   return {
