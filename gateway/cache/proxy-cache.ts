@@ -76,12 +76,12 @@ function answerFromStore(ctx: Ctx, cache: ResponseCache, found: Found | undefine
   const entry = found && pickVariant(found.variants, ctx.req.headers)
   if (found && entry) {
     const checkRequested = clientWantsRevalidation(ctx.req.headers)
-    const state_ = freshness(entry, now)
-    if (!checkRequested && state_ === 'fresh') {
+    const condition = freshness(entry, now)
+    if (!checkRequested && condition === 'fresh') {
       ctx.cache = { kind: 'hit', tier: found.tier, ttlS: ttlSeconds(entry, now) }
       return replyFromEntry(ctx, entry, now)
     }
-    if (!checkRequested && state_ === 'stale-while-revalidate') {
+    if (!checkRequested && condition === 'stale-while-revalidate') {
       ctx.cache = { kind: 'stale', tier: found.tier, ttlS: ttlSeconds(entry, now), why: 'stale-while-revalidate' }
       refreshInBackground(ctx, cache, entry)
       return replyFromEntry(ctx, entry, now)
