@@ -24,17 +24,31 @@ export function scrubDeep<T>(value: T, depth = 0): T {
   return out as T
 }
 
+/** The parts of an event that carry data the gateway or the SDK collected (the rest is SDK metadata). */
+const DATA_FIELDS = ['request', 'extra', 'contexts', 'tags', 'breadcrumbs', 'message', 'logentry', 'exception', 'transaction'] as const
+
 /**
- * A Sentry event or transaction: request bodies and cookies go entirely, the rest is filtered. A
- * transaction's spans are left to beforeSendSpan, which sees each of them anyway.
+ * A Sentry event or transaction: request bodies, cookies and the user go entirely, the data-bearing fields are
+ * filtered. A transaction's spans are left to beforeSendSpan, which sees each of them anyway. Only those fields
+ * are copied: deep-copying a whole event (SDK metadata, scopes) cost more than the SDK's own work per event.
  */
 export function scrubEvent<E extends object>(event: E): E {
-  const { spans, ...rest } = event as E & { spans?: unknown }
-  const scrubbed = { ...scrubDeep(rest), ...(spans === undefined ? {} : { spans }) } as unknown as E & { request?: { data?: unknown; cookies?: unknown }; user?: unknown }
-  if (scrubbed.request) {
-    delete scrubbed.request.data
-    delete scrubbed.request.cookies
+  const scrubbed = { ...event } as Record<string, unknown>
+  for (const field of DATA_FIELDS) if (scrubbed[field] !== undefined) scrubbed[field] = scrubDeep(scrubbed[field])
+  const request = scrubbed.request as { data?: unknown; cookies?: unknown } | undefined
+  if (request) {
+    delete request.data
+    delete request.cookies
   }
   delete scrubbed.user
-  return scrubbed
+  return scrubbed as E
+}
+
+/** A span: its description and attributes are what can carry data. */
+export function scrubSpan<S extends { description?: string; data?: Record<string, unknown> }>(span: S): S {
+  return {
+    ...span,
+    ...(span.description === undefined ? {} : { description: scrubString(span.description) }),
+    ...(span.data === undefined ? {} : { data: scrubDeep(span.data) }),
+  }
 }

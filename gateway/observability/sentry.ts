@@ -8,7 +8,7 @@ import * as Sentry from '@sentry/node'
 import type { Config } from '../config/schema.ts'
 import type { Ctx } from '../pipeline.ts'
 import { CHANNELS, onFlush, setTraceHooks, type Notice } from './events.ts'
-import { scrubDeep, scrubEvent } from './scrub.ts'
+import { scrubDeep, scrubEvent, scrubSpan } from './scrub.ts'
 
 interface RequestTrace { root: Sentry.Span; scope: Sentry.Scope; upstream?: Sentry.Span }
 const traces = new WeakMap<Ctx, RequestTrace>()
@@ -37,7 +37,7 @@ export function initSentry(settings: Config['sentry']): void {
     beforeBreadcrumb: () => null,
     beforeSend: (event) => scrubEvent(event),
     beforeSendTransaction: (event) => scrubEvent(event),
-    beforeSendSpan: Sentry.withStaticSpan((span) => scrubDeep(span)),
+    beforeSendSpan: Sentry.withStaticSpan((span) => scrubSpan(span)),
   })
   setTraceHooks({ upstreamHeaders: (ctx) => (isSampled(ctx, rates) ? upstreamHeaders(ctx) : null) })
   subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings, rates))

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FILTERED, scrubDeep, scrubEvent, scrubString } from '../../../gateway/observability/scrub.ts'
+import { FILTERED, scrubDeep, scrubEvent, scrubSpan, scrubString } from '../../../gateway/observability/scrub.ts'
 
 const JWT = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl'
 
@@ -19,4 +19,9 @@ t.test('events: bodies, cookies and the user go; spans are left to beforeSendSpa
   const spans = [{ description: 'kept as is here' }]
   const event = scrubEvent({ request: { data: 'body', cookies: { s: '1' }, url: '/x?token=t' }, user: { id: 'alice' }, tags: { route: 'leads' }, spans })
   t.same(event, { request: { url: `/x?token=${FILTERED}` }, tags: { route: 'leads' }, spans })
+})
+
+t.test('spans: description and attributes are filtered, the rest kept', async (t) => {
+  const span = scrubSpan({ span_id: 'a1', description: `GET /x?token=${JWT}`, data: { 'http.request.header.authorization': 'Bearer x', 'gateway.route': 'leads' } })
+  t.same(span, { span_id: 'a1', description: `GET /x?token=${FILTERED}`, data: { 'http.request.header.authorization': FILTERED, 'gateway.route': 'leads' } })
 })
