@@ -2,6 +2,7 @@
 // would see it (host and forwarded proto included, query sorted), hashed before it reaches any store.
 // Request headers are keyed only through Vary: nothing else a client sends can change a cached body.
 import { createHash } from 'node:crypto'
+import { withoutQuery } from '../routing/router.ts'
 
 export interface KeyInput {
   /** "public", "anon", "user:<sub>" or "cred:<hash>": whose entry this is. */
@@ -27,8 +28,7 @@ export function normalizeTarget(url: string): string {
 }
 
 export function pathOf(url: string): string {
-  const queryAt = url.indexOf('?')
-  return decodeUnreserved(queryAt === -1 ? url : url.slice(0, queryAt))
+  return decodeUnreserved(withoutQuery(url))
 }
 
 /** The tag every entry carries for its path, so a write can invalidate a URL in every scope at once. */

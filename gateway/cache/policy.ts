@@ -4,6 +4,7 @@
 import CachePolicy from 'http-cache-semantics'
 import type { RouteCache } from '../config/compile.ts'
 import type { Entry } from './store.ts'
+import { single } from '../upstream/headers.ts'
 
 export type NoStoreReason =
   | 'method' | 'status' | 'no-store' | 'private' | 'set-cookie' | 'vary-star' | 'too-large' | 'not-storable'
@@ -146,8 +147,4 @@ function seconds(value: string | true | undefined): number {
 
 function weak(tag: string): string {
   return tag.startsWith('W/') ? tag.slice(2) : tag
-}
-
-function single(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value.join(', ') : value
 }

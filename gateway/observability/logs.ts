@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino'
 import type { Ctx } from '../pipeline.ts'
 import { CHANNELS, type Notice } from './events.ts'
 import { outcomeLabel } from '../cache/status.ts'
+import { withoutQuery } from '../routing/router.ts'
 
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'gateway' }, timestamp: pino.stdTimeFunctions.isoTime })
@@ -25,12 +26,11 @@ export function logEvents(logger: Logger, options: { requests: boolean }): () =>
 }
 
 export function requestLine(ctx: Ctx): Record<string, unknown> {
-  const queryAt = ctx.req.url?.indexOf('?') ?? -1
   return {
     requestId: ctx.id,
     route: ctx.route?.name ?? null,
     method: ctx.req.method,
-    path: queryAt === -1 ? ctx.req.url : ctx.req.url!.slice(0, queryAt),
+    path: withoutQuery(ctx.req.url ?? '/'),
     status: ctx.error?.code === 'client_closed' ? 499 : ctx.status ?? 0,
     durationMs: round(performance.now() - ctx.t0),
     bytesOut: ctx.bytesOut,

@@ -41,9 +41,7 @@ export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonl
   }
   return {
     find(method, host, url) {
-      const queryAt = url.indexOf('?')
-      const path = queryAt === -1 ? url : url.slice(0, queryAt)
-      const found = router.find(method as FindMyWay.HTTPMethod, path, host ? { host: stripPort(host) } : {})
+      const found = router.find(method as FindMyWay.HTTPMethod, withoutQuery(url), host ? { host: stripPort(host) } : {})
       if (!found) return null
       return { route: found.store as R, params: found.params as Record<string, string> }
     },
@@ -53,6 +51,12 @@ export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonl
 function register<R>(router: FindMyWay.Instance<FindMyWay.HTTPVersion.V1>, method: string, spec: RouteMatchSpec, route: R): void {
   const options = spec.host ? { constraints: { host: spec.host } } : {}
   router.on(method as FindMyWay.HTTPMethod, spec.path, options, () => {}, route)
+}
+
+/** "/a/b?x=1" → "/a/b": the path a route, a log line or an error message speaks of. */
+export function withoutQuery(url: string): string {
+  const queryAt = url.indexOf('?')
+  return queryAt === -1 ? url : url.slice(0, queryAt)
 }
 
 function stripPort(host: string): string {

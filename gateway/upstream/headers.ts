@@ -72,6 +72,7 @@ function appendVia(prior: string | undefined): string {
   return prior ? `${prior}, ${VIA}` : VIA
 }
 
-function single(value: string | string[] | undefined): string | undefined {
+/** A header's value as one string (repeated headers joined as HTTP allows). */
+export function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value
 }
