@@ -17,9 +17,10 @@ export const ERROR_CODES = {
   upstream_unreachable: { status: 502, source: 'upstream', title: 'The upstream refused or dropped the connection' },
   upstream_bad_response: { status: 502, source: 'upstream', title: 'The upstream sent an invalid response' },
   upstream_timeout: { status: 504, source: 'upstream', title: 'The upstream did not answer in time' },
+  overloaded: { status: 503, source: 'internal', title: 'Too many requests are waiting for the upstream', retryAfterS: 1 },
   shutting_down: { status: 503, source: 'internal', title: 'The gateway is shutting down' },
   internal: { status: 500, source: 'internal', title: 'Internal gateway error' },
-} as const satisfies Record<string, { status: number; source: ErrorSource; title: string }>
+} as const satisfies Record<string, { status: number; source: ErrorSource; title: string; retryAfterS?: number }>
 
 export type ErrorCode = keyof typeof ERROR_CODES
 

@@ -12,7 +12,7 @@ import type { Client } from './routing/client.ts'
 import type { LimitDecision } from './ratelimit/decision.ts'
 import type { CacheOutcome } from './cache/status.ts'
 import type { CacheState } from './cache/proxy-cache.ts'
-import { GatewayError, problemDocument, toGatewayError } from './errors.ts'
+import { ERROR_CODES, GatewayError, problemDocument, toGatewayError } from './errors.ts'
 import { route } from './routing/route.ts'
 import { admit } from './admit.ts'
 import { identify } from './routing/client.ts'
@@ -93,7 +93,10 @@ export function decorate(ctx: Ctx, headers: OutgoingHttpHeaders): OutgoingHttpHe
 export function fail(ctx: Ctx, err: GatewayError): Reply {
   ctx.error = err
   const body = Buffer.from(JSON.stringify(problemDocument(err, ctx.id)))
-  return { status: err.status, headers: { 'content-type': 'application/problem+json', 'content-length': body.length }, body }
+  const headers: OutgoingHttpHeaders = { 'content-type': 'application/problem+json', 'content-length': body.length }
+  const { retryAfterS } = ERROR_CODES[err.code] as { retryAfterS?: number }
+  if (retryAfterS) headers['retry-after'] = String(retryAfterS)
+  return { status: err.status, headers, body }
 }
 
 export function send(ctx: Ctx, res: ServerResponse, reply: Reply): void {

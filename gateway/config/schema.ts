@@ -99,6 +99,8 @@ export const ConfigSchema = z.strictObject({
     url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
       .describe('Origin of the API behind the gateway'),
     connections: z.int().min(1).max(10_000).default(64).describe('Keep-alive connections in the upstream pool'),
+    maxQueue: z.int().min(0).max(1_000_000).default(1024)
+      .describe('Requests waiting for a free upstream connection beyond this are shed: 503 with Retry-After'),
     timeouts: z.strictObject({
       connect: duration.prefault('2s').describe('Time to open a TCP/TLS connection to the upstream (504 above)'),
       headers: duration.prefault('15s').describe('Time for the upstream to send response headers (504 above)'),

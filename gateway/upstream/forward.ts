@@ -9,6 +9,7 @@ import { decorate, type Ctx } from '../pipeline.ts'
 import { GatewayError, type ErrorCode } from '../errors.ts'
 import { maxBodySize } from '../admit.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
+import type { Upstream } from './pool.ts'
 import { traceHeadersFor } from '../observability/events.ts'
 
 export interface ForwardHooks {
@@ -58,20 +59,50 @@ export async function requestUpstream(ctx: Ctx, signal: AbortSignal, conditional
     for (const name of TRACE_HEADERS) delete headers[name]
     Object.assign(headers, trace)
   }
-  const started = performance.now()
-  try {
-    const response = await upstream.pool.request({
-      method: req.method as Dispatcher.HttpMethod,
-      path: upstream.basePath + req.url,
-      headers,
-      body: requestBody(req, maxBodySize(ctx)),
-      signal,
-    })
-    ctx.upstreamResponse = { status: response.statusCode, headersMs: performance.now() - started }
-    return response
-  } catch (err) {
-    throw toUpstreamError(signal.reason ?? err)
+  if (upstream.inFlight >= upstream.capacity) {
+    throw new GatewayError('overloaded', { detail: `${upstream.inFlight} requests are already waiting for the upstream` })
   }
+  const options: Dispatcher.RequestOptions = {
+    method: req.method as Dispatcher.HttpMethod,
+    path: upstream.basePath + req.url,
+    headers,
+    body: requestBody(req, maxBodySize(ctx)),
+    signal,
+  }
+  const started = performance.now()
+  upstream.inFlight++
+  let response: Dispatcher.ResponseData
+  try {
+    response = await upstream.pool.request(options)
+  } catch (err) {
+    if (!isRetryable(options, err, signal)) return failed(upstream, signal, err)
+    // A keep-alive connection the upstream closed just as we reused it: nothing reached the application,
+    // so a request without side effects goes once more on a fresh connection (nginx proxy_next_upstream).
+    try {
+      response = await upstream.pool.request(options)
+    } catch (again) {
+      return failed(upstream, signal, again)
+    }
+  }
+  // The request holds its place until its body is consumed or dropped: the connection is busy until then.
+  response.body.once('close', () => { upstream.inFlight-- })
+  ctx.upstreamResponse = { status: response.statusCode, headersMs: performance.now() - started }
+  return response
+}
+
+function failed(upstream: Upstream, signal: AbortSignal, err: unknown): never {
+  upstream.inFlight--
+  throw toUpstreamError(signal.reason ?? err)
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+/** Connection errors that mean the request was not (fully) sent: a reset or close before any answer. */
+const SENT_NOTHING = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'])
+
+/** Once only, for idempotent requests with no body to replay, after a reset, never after a client abort. */
+function isRetryable(options: Dispatcher.RequestOptions, err: unknown, signal: AbortSignal): boolean {
+  return !signal.aborted && options.body === null && IDEMPOTENT.has(options.method)
+    && SENT_NOTHING.has((err as { code?: string } | undefined)?.code ?? '')
 }
 
 /** Sends the upstream's answer to the client: small bodies whole, larger ones streamed with trailers. */

@@ -12,6 +12,10 @@ export interface Upstream {
   /** host[:port] of the upstream URL, sent as Host when `upstream.host: upstream`. */
   readonly host: string
   readonly settings: Config['upstream']
+  /** Requests sent or waiting for a connection, until their response body is consumed. */
+  inFlight: number
+  /** Beyond this many in flight, new requests are shed (503) instead of queueing: connections + maxQueue. */
+  readonly capacity: number
 }
 
 export function openUpstream(settings: Config['upstream']): Upstream {
@@ -25,7 +29,10 @@ export function openUpstream(settings: Config['upstream']): Upstream {
     keepAliveTimeout: settings.timeouts.keepAlive,
     keepAliveMaxTimeout: settings.timeouts.keepAlive,
   })
-  return { pool, origin: url.origin, basePath: url.pathname.replace(/\/+$/, ''), host: url.host, settings }
+  return {
+    pool, origin: url.origin, basePath: url.pathname.replace(/\/+$/, ''), host: url.host, settings,
+    inFlight: 0, capacity: settings.connections + settings.maxQueue,
+  }
 }
 
 /** Lets in-flight requests finish, then closes the sockets; bounded so a stuck upstream cannot hold exit. */
