@@ -13,11 +13,19 @@ import { createMetrics, type Metrics } from './observability/metrics.ts'
  * The metrics live as long as the admin server: they are created here, so that whoever starts the admin
  * listener gets /metrics with nothing else to wire, and stop listening when it closes.
  */
-export function createAdminServer(state: GatewayState): Server {
+export interface ReloadResult { ok: boolean; routes?: number; problems?: readonly string[] }
+
+export interface AdminActions {
+  /** Reload the config file (what SIGHUP does; with workers, every worker reloads). */
+  reload(): ReloadResult | Promise<ReloadResult>
+}
+
+export function createAdminServer(state: GatewayState, actions: AdminActions): Server {
   const metrics = createMetrics(state)
   const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/cache/purge') return purge(state, req, res)
+    if (path === '/reload') return reload(state, actions, req, res)
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return json(res, 200, { status: 'ok' })
     if (path === '/metrics') return scrape(metrics, res)
@@ -31,7 +39,7 @@ export function createAdminServer(state: GatewayState): Server {
       const ready = Object.values(checks).every((check) => check.ok)
       return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
     }
-    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', 'POST /cache/purge'] })
+    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', 'POST /cache/purge', 'POST /reload'] })
   })
   server.once('close', () => metrics.close())
   return server
@@ -55,12 +63,7 @@ async function scrape(metrics: Metrics, res: ServerResponse): Promise<void> {
  * drops those entries on every replica. Disabled (403) while admin.token is empty.
  */
 async function purge(state: GatewayState, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (req.method !== 'POST') return json(res, 405, { error: 'use POST' })
-  const token = state.plan.config.admin.token
-  if (!token) return json(res, 403, { error: 'purging is disabled: set admin.token' })
-  const presented = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '')
-  const expected = Buffer.from(token)
-  if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) return json(res, 401, { error: 'a valid admin token is required' })
+  if (!authorized(state, req, res)) return
   let body: { tags?: unknown; urls?: unknown }
   try {
     body = JSON.parse(await readSmallBody(req, 64 * 1024)) as typeof body
@@ -76,6 +79,30 @@ async function purge(state: GatewayState, req: IncomingMessage, res: ServerRespo
   const purged = await cache.invalidation.invalidate([...tags, ...urls.map((url) => urlTag(pathOf(url)))])
   publishNotice({ level: 'info', msg: 'cache purged', tags, urls, ...purged })
   json(res, 200, { purged })
+}
+
+/**
+ * POST /reload with `Authorization: Bearer <admin.token>`: what SIGHUP does, for operators without a
+ * shell on the host. 200 with the route count, or 422 with every problem (the old config keeps serving).
+ */
+async function reload(state: GatewayState, actions: AdminActions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!authorized(state, req, res)) return
+  req.resume()
+  const result = await actions.reload()
+  json(res, result.ok ? 200 : 422, result)
+}
+
+/** Admin actions need POST and the admin token; without a token configured they are disabled (403). */
+function authorized(state: GatewayState, req: IncomingMessage, res: ServerResponse): boolean {
+  const token = state.plan.config.admin.token
+  const presented = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '')
+  const expected = Buffer.from(token)
+  let refusal: [number, string] | null = null
+  if (req.method !== 'POST') refusal = [405, 'use POST']
+  else if (!token) refusal = [403, 'admin actions are disabled: set admin.token']
+  else if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) refusal = [401, 'a valid admin token is required']
+  if (refusal) json(res, refusal[0], { error: refusal[1] })
+  return refusal === null
 }
 
 function readSmallBody(req: IncomingMessage, limit: number): Promise<string> {

@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import { ConfigError, loadPlan } from './config/load.ts'
 import type { Plan } from './config/compile.ts'
 import { createProxyServer, type GatewayState } from './server.ts'
-import { createAdminServer } from './admin.ts'
+import { createAdminServer, type ReloadResult } from './admin.ts'
 import { closeUpstream } from './upstream/pool.ts'
 import { openServices, retireServices } from './services.ts'
 import { openRedis, type SharedRedis } from './redis.ts'
@@ -28,7 +28,7 @@ export async function run(plan: Plan, file: string | null): Promise<void> {
   await redis?.waitUntilUp(2000)
   const state: GatewayState = { plan, services: openServices(plan, redis), draining: false }
   const proxy = createProxyServer(state)
-  const admin = createAdminServer(state)
+  const admin = createAdminServer(state, { reload: () => reload(state, file, logger) })
   try {
     await Promise.all([
       listen(proxy, plan.config.listen.port, plan.config.listen.host),
@@ -78,14 +78,18 @@ async function drain(state: GatewayState, proxy: Server, admin: Server, redis: S
   admin.closeAllConnections()
 }
 
-/** SIGHUP: load the file again; a valid one replaces the Plan (and the pool, if the upstream changed). */
-function reload(state: GatewayState, file: string | null, logger: Logger): void {
+/**
+ * SIGHUP or POST /reload: load the file again; a valid one replaces the Plan (and the pool, if the upstream
+ * changed). An invalid one changes nothing and says why.
+ */
+function reload(state: GatewayState, file: string | null, logger: Logger): ReloadResult {
   let next: Plan
   try {
     next = loadPlan(file)
   } catch (err) {
-    publishNotice({ level: 'error', msg: 'config reload failed; the old config keeps serving', event: 'config_reload_failed', problems: (err as ConfigError).problems ?? [String(err)] })
-    return
+    const problems = (err as ConfigError).problems ?? [String(err)]
+    publishNotice({ level: 'error', msg: 'config reload failed; the old config keeps serving', event: 'config_reload_failed', problems })
+    return { ok: false, problems }
   }
   const before = state.plan.config
   const old = state.services
@@ -96,6 +100,7 @@ function reload(state: GatewayState, file: string | null, logger: Logger): void 
     JSON.stringify(next.config[key]) !== JSON.stringify(before[key]))
   if (needsRestart.length) logger.warn({ keys: needsRestart }, 'these settings change only on restart')
   publishNotice({ level: 'info', msg: 'config reloaded', event: 'config_reloaded', routes: next.routes.length })
+  return { ok: true, routes: next.routes.length }
 }
 
 async function listen(server: Server, port: number, host: string): Promise<void> {

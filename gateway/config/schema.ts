@@ -93,7 +93,7 @@ export const ConfigSchema = z.strictObject({
   admin: z.strictObject({
     host: z.string().default('0.0.0.0').describe('Address of the admin listener (/healthz, /readyz)'),
     port: port.default(9090).describe('Port of the admin listener'),
-    token: z.string().default('').describe('Bearer token for POST /cache/purge; empty disables purging'),
+    token: z.string().default('').describe('Bearer token for POST /cache/purge and POST /reload; empty disables them'),
   }).prefault({}).describe('The admin listener for probes'),
   upstream: z.strictObject({
     url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })

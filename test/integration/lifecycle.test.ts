@@ -326,3 +326,33 @@ shutdown:
     t.equal(res.body, 'A-slow')
   })
 })
+
+t.test('POST /reload on the admin port: token required, 422 with the problems for a broken file, 200 applies', async (t) => {
+  const upstream = await startUpstream((_req, res) => res.end('ok'))
+  const withToken = (extra: string) => `listen: { port: \${PORT} }
+admin: { port: \${ADMIN_PORT}, token: s3cret }
+upstream: { url: ${upstream.url} }
+${extra}`
+  const gw = await startGateway(withToken('unmatched: forward\n'))
+  t.teardown(() => cleanup(gw, upstream))
+  const reload = (authorization?: string, method = 'POST') =>
+    fetch(`${gw.adminUrl}/reload`, { method, headers: authorization ? { authorization } : {} })
+
+  gw.writeConfig(withToken('unmatched: reject\n'))
+  t.equal((await reload()).status, 401, 'no token')
+  t.equal((await reload('Bearer wrong!')).status, 401, 'a wrong token')
+  t.equal((await reload('Bearer s3cret', 'GET')).status, 405, 'GET is not an action')
+  t.equal((await fetch(`${gw.url}/nope`)).status, 200, 'nothing was applied by refused calls')
+
+  gw.writeConfig(withToken('unmatched: nowhere\n'))
+  const broken = await reload('Bearer s3cret')
+  t.equal(broken.status, 422)
+  t.match(await broken.json(), { ok: false, problems: [new RegExp(`^${gw.configFile}:4 unmatched:`)] })
+  t.equal((await fetch(`${gw.url}/nope`)).status, 200, 'the old config keeps serving')
+
+  gw.writeConfig(withToken('unmatched: reject\n'))
+  const applied = await reload('Bearer s3cret')
+  t.equal(applied.status, 200)
+  t.match(await applied.json(), { ok: true, routes: 0 })
+  t.equal((await fetch(`${gw.url}/nope`)).status, 404, 'the new config serves')
+})
