@@ -8,6 +8,7 @@ import type { GatewayState } from './server.ts'
 import { pathOf, urlTag } from './cache/keys.ts'
 import { publishNotice } from './observability/events.ts'
 import { createMetrics, type Metrics } from './observability/metrics.ts'
+import { isWorker, metricsOfAllWorkers, shareMetrics } from './cluster.ts'
 
 /**
  * The metrics live as long as the admin server: they are created here, so that whoever starts the admin
@@ -22,6 +23,7 @@ export interface AdminActions {
 
 export function createAdminServer(state: GatewayState, actions: AdminActions): Server {
   const metrics = createMetrics(state)
+  shareMetrics(metrics.registry)
   const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/cache/purge') return purge(state, req, res)
@@ -49,7 +51,7 @@ export function createAdminServer(state: GatewayState, actions: AdminActions): S
 async function scrape(metrics: Metrics, res: ServerResponse): Promise<void> {
   let text: string
   try {
-    text = await metrics.render()
+    text = isWorker ? await metricsOfAllWorkers() : await metrics.render()
   } catch (err) {
     publishNotice({ level: 'error', msg: 'metrics could not be rendered', err })
     return json(res, 500, { error: 'metrics unavailable' })

@@ -41,6 +41,13 @@ export async function main(argv: string[]): Promise<number> {
     console.log(`${file ?? '(embedded defaults)'}: ok, ${plan.routes.length} routes`)
     return 0
   }
+  if (plan.workers > 1) {
+    const { isWorker, runPrimary } = await import('./cluster.ts')
+    if (!isWorker) {
+      runPrimary(plan, file)
+      return 0
+    }
+  }
   if (plan.config.sentry.dsn) (await import('./observability/sentry.ts')).initSentry(plan.config.sentry)
   const { run } = await import('./start.ts')
   await run(plan, file)

@@ -8,6 +8,7 @@ import { ConfigError, loadPlan } from './config/load.ts'
 import type { Plan } from './config/compile.ts'
 import { createProxyServer, type GatewayState } from './server.ts'
 import { createAdminServer, type ReloadResult } from './admin.ts'
+import { reloadOtherWorkers } from './cluster.ts'
 import { closeUpstream } from './upstream/pool.ts'
 import { openServices, retireServices } from './services.ts'
 import { openRedis, type SharedRedis } from './redis.ts'
@@ -28,7 +29,13 @@ export async function run(plan: Plan, file: string | null): Promise<void> {
   await redis?.waitUntilUp(2000)
   const state: GatewayState = { plan, services: openServices(plan, redis), draining: false }
   const proxy = createProxyServer(state)
-  const admin = createAdminServer(state, { reload: () => reload(state, file, logger) })
+  const admin = createAdminServer(state, {
+    reload: () => {
+      const result = reload(state, file, logger)
+      if (result.ok) reloadOtherWorkers()
+      return result
+    },
+  })
   try {
     await Promise.all([
       listen(proxy, plan.config.listen.port, plan.config.listen.host),

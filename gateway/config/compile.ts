@@ -1,5 +1,6 @@
 // Turns a validated Config into the frozen Plan the hot path reads: the route table, per-route settings
 // resolved once, and features a route does not use left as null (so a request only tests for null).
+import { availableParallelism } from 'node:os'
 import proxyAddr from 'proxy-addr'
 import type { Config, LimitConfig, RouteConfig } from './schema.ts'
 import { MATCH_PATTERN } from './schema.ts'
@@ -62,6 +63,8 @@ export interface Plan {
   readonly allow: { readonly address: (address: string) => boolean; readonly users: ReadonlySet<string> }
   /** Whether any route caches: when none does, writes skip invalidation entirely. */
   readonly caching: boolean
+  /** Worker processes to run: `workers` resolved (auto: one per core, or 1 without Redis to share state). */
+  readonly workers: number
 }
 
 export interface CompileProblem { path: PropertyKey[]; message: string }
@@ -80,6 +83,13 @@ export function compilePlan(config: Config, file: string): Plan {
     throw new CompileError([{ path: ['listen', 'timeouts', 'headers'], message: 'must not be longer than listen.timeouts.request' }])
   }
   const problems: CompileProblem[] = []
+  // Workers are replicas in one box: without Redis each would count limits and keep cache entries apart,
+  // and a write would invalidate only its own worker's L1.
+  const sharedRedis = Boolean(config.redis.url)
+  if (typeof config.workers === 'number' && config.workers > 1 && !sharedRedis) {
+    problems.push({ path: ['workers'], message: 'more than one worker shares rate limits and cache invalidation through Redis: set redis.url (or sentinels, cluster), or use workers: 1' })
+  }
+  const workers = config.workers === 'auto' ? (sharedRedis ? availableParallelism() : 1) : config.workers
   const jwtConfigured = Boolean(config.identity.jwt.secret || config.identity.jwt.jwksUrl)
   const policy = (name: string, limit: LimitConfig, path: PropertyKey[]): LimitPolicy => {
     const compiled = compileLimit(name, limit)
@@ -164,6 +174,7 @@ export function compilePlan(config: Config, file: string): Plan {
     limitPolicies: new Map([...named, ...[...routes, ...(tunnel ? [tunnel] : [])].flatMap((r) => r.rateLimits ?? []).map((p) => [p.name, p] as const)]),
     allow: { address: addressMatcher(allowedAddresses), users: allowedUsers },
     caching: routes.some((r) => r.cache !== null),
+    workers,
   })
 }
 

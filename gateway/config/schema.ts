@@ -162,6 +162,8 @@ export const ConfigSchema = z.strictObject({
     level: z.enum(LOG_LEVELS).default('info').describe('pino log level (LOG_LEVEL overrides it)'),
     requests: z.boolean().default(true).describe('One line per request (the access log); false keeps only notices'),
   }).prefault({}),
+  workers: z.union([z.literal('auto'), z.int().min(1).max(256)], { error: 'expected auto or a number of worker processes' }).default(1)
+    .describe('Processes sharing the listen port (node:cluster); auto: one per core. More than one needs Redis, as replicas do'),
   shutdown: z.strictObject({
     drainTimeout: duration.prefault('10s').describe('On SIGTERM, how long in-flight requests may take before connections are cut'),
   }).prefault({}),

@@ -1,4 +1,5 @@
 // Structured JSON logs (pino): one line per request, plus the gateway's notices.
+import cluster from 'node:cluster'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import pino, { type Logger } from 'pino'
 import type { Ctx } from '../pipeline.ts'
@@ -7,7 +8,8 @@ import { outcomeLabel } from '../cache/status.ts'
 import { withoutQuery } from '../routing/router.ts'
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'gateway' }, timestamp: pino.stdTimeFunctions.isoTime })
+  const base = cluster.isWorker ? { service: 'gateway', worker: cluster.worker!.id, pid: process.pid } : { service: 'gateway' }
+  return pino({ level, base, timestamp: pino.stdTimeFunctions.isoTime })
 }
 
 /** Subscribes the logger to the notice channel and, for an access log, the request channel. */

@@ -155,7 +155,7 @@ export function createMetrics(state: GatewayState): Metrics {
 
   new Gauge({
     name: 'gateway_cache_hit_ratio', help: 'Hits and stale answers over cache lookups (bypass excluded) since the process started, by route.',
-    labelNames: ['route'], registers: [registry],
+    labelNames: ['route'], registers: [registry], aggregator: 'average', // with workers: their mean, not their sum
     collect() {
       this.reset()
       for (const route of routes.values()) {
@@ -184,6 +184,7 @@ export function createMetrics(state: GatewayState): Metrics {
   })
   new Gauge({
     name: 'gateway_redis_up', help: '1 while Redis is connected, 0 during an outage; absent when no Redis is configured.', registers: [registry],
+    aggregator: 'min', // with workers: 0 when any of them has lost Redis
     collect() {
       const redis = state.services.redis
       if (redis) this.set(redis.isUp() ? 1 : 0)
