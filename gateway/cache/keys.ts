@@ -1,7 +1,7 @@
 // Pure: what identifies a cached response. The primary key is scope + the normalised URL as the upstream
 // would see it (host and forwarded proto included, query sorted), hashed before it reaches any store.
 // Request headers are keyed only through Vary: nothing else a client sends can change a cached body.
-import { createHash } from 'node:crypto'
+import { hash as digest } from 'node:crypto'
 import { withoutQuery } from '../routing/router.ts'
 
 export interface KeyInput {
@@ -62,8 +62,9 @@ export function varyMatches(stored: Record<string, string>, headers: Record<stri
   return true
 }
 
+/** One-shot crypto.hash: about twice as fast as createHash().update().digest() for short keys. */
 export function hash(text: string): string {
-  return createHash('sha256').update(text).digest('base64url')
+  return digest('sha256', text, 'base64url')
 }
 
 function decodeUnreserved(path: string): string {
