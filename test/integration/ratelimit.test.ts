@@ -160,8 +160,10 @@ t.test('Redis killed mid-test: requests keep flowing within per-instance limits,
   t.ok(during.includes(429), 'the in-memory insurance still enforces the limit')
   await gw.waitForLog((l) => l.event === 'redis_outage')
   t.equal(gw.logs.filter((l) => l.event === 'redis_outage').length, 1, 'the outage is reported once, not per request')
-  const ready = await (await fetch(`${gw.adminUrl}/readyz`)).json() as { checks: { redis: { ok: boolean } } }
+  const readyz = await fetch(`${gw.adminUrl}/readyz`)
+  const ready = await readyz.json() as { checks: { redis: { ok: boolean } } }
   t.equal(ready.checks.redis.ok, false, '/readyz shows Redis down')
+  t.equal(readyz.status, 200, 'but stays ready: the in-process fallback serves')
   await redis.restart()
   await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('redis is back'), 15_000)
   const client = new Redis(redis.url)
