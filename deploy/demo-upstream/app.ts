@@ -1,6 +1,7 @@
 // Demo upstream: a small SalesFlow-like REST API (FastAPI-style responses) that
 // the demo, the gateway's tests and the benchmarks put behind the gateway.
-// All data is in memory and generated from a seeded PRNG, so runs are repeatable.
+// By default all data is in memory and generated from a seeded PRNG, so runs are repeatable; given a
+// `store` (postgres-store.ts, what server.ts uses when DATABASE_URL is set) the leads live there instead.
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -21,7 +22,26 @@ export interface Lead {
   created_at: string
 }
 
+export type LeadFields = Omit<Lead, 'id' | 'user_id' | 'created_at'>
+
+type Awaitable<T> = T | Promise<T>
+
+/** Where the leads live. Every method sees only `user`'s leads. In memory the answers are synchronous. */
+export interface LeadStore {
+  list(user: string, query: { status: LeadStatus | undefined; limit: number; offset: number }): Awaitable<{ items: Lead[]; total: number }>
+  get(user: string, id: number): Awaitable<Lead | undefined>
+  create(user: string, fields: LeadFields): Awaitable<Lead>
+  /** The updated lead, or undefined if the user has no such lead. */
+  update(user: string, id: number, fields: Partial<LeadFields>): Awaitable<Lead | undefined>
+  remove(user: string, id: number): Awaitable<void>
+  countByStatus(user: string): Awaitable<Record<LeadStatus, number>>
+  /** Served as GET /internal/pool when present (the Postgres store's connection pool). */
+  stats?(): unknown
+}
+
 export interface DemoOptions {
+  /** Default: in memory, `leadsPerUser` leads for each demo user generated from `seed`. */
+  store?: LeadStore
   jwtSecret?: string
   latencyMs?: number
   leadsPerUser?: number
@@ -96,7 +116,7 @@ function newerFirst(a: Lead, b: Lead): number {
   return b.id - a.id
 }
 
-class LeadStore {
+class MemoryLeadStore implements LeadStore {
   readonly byId = new Map<number, Lead>()
   // Each user's leads, kept sorted newest first so listing never sorts.
   readonly byUser = new Map<string, Lead[]>()
@@ -134,12 +154,30 @@ class LeadStore {
     return this.byUser.get(user) ?? []
   }
 
-  owned(user: string, id: number): Lead | undefined {
+  list(user: string, query: { status: LeadStatus | undefined; limit: number; offset: number }): { items: Lead[]; total: number } {
+    const all = this.leadsOf(user)
+    const matching = query.status ? all.filter((l) => l.status === query.status) : all
+    return { items: matching.slice(query.offset, query.offset + query.limit), total: matching.length }
+  }
+
+  get(user: string, id: number): Lead | undefined {
     const lead = this.byId.get(id)
     return lead && lead.user_id === user ? lead : undefined
   }
 
-  create(user: string, fields: Omit<Lead, 'id' | 'user_id' | 'created_at'>): Lead {
+  countByStatus(user: string): Record<LeadStatus, number> {
+    const byStatus = Object.fromEntries(LEAD_STATUSES.map((s) => [s, 0])) as Record<LeadStatus, number>
+    for (const lead of this.leadsOf(user)) byStatus[lead.status]++
+    return byStatus
+  }
+
+  update(user: string, id: number, fields: Partial<LeadFields>): Lead | undefined {
+    const lead = this.get(user, id)
+    if (lead) Object.assign(lead, fields)
+    return lead
+  }
+
+  create(user: string, fields: LeadFields): Lead {
     const lead: Lead = { id: this.nextId++, user_id: user, ...fields, created_at: new Date().toISOString() }
     this.byId.set(lead.id, lead)
     let list = this.byUser.get(user)
@@ -156,7 +194,9 @@ class LeadStore {
     return lead
   }
 
-  remove(lead: Lead): void {
+  remove(user: string, id: number): void {
+    const lead = this.get(user, id)
+    if (!lead) return
     this.byId.delete(lead.id)
     const list = this.byUser.get(lead.user_id)
     const i = list ? list.indexOf(lead) : -1
@@ -301,7 +341,7 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
     ['sign', 'verify'],
   )
   const latencyMs = options.latencyMs ?? 0
-  const store = new LeadStore([...DEMO_USERS.keys()], options.leadsPerUser ?? 2000, options.seed ?? 42)
+  const store: LeadStore = options.store ?? new MemoryLeadStore([...DEMO_USERS.keys()], options.leadsPerUser ?? 2000, options.seed ?? 42)
   const page = pageConfig({ dsn: options.frontendDsn, tunnel: options.frontendTunnel, tracesSampleRate: options.frontendTracesSampleRate })
   const onRequest = options.onRequest
 
@@ -392,6 +432,10 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
       }
       return sendJson(res, 202, { detail: 'If the address exists, a reset link was sent' })
     }
+    if (path === '/internal/pool' && store.stats) {
+      allow(method, ['GET', 'HEAD'])
+      return sendJson(res, 200, store.stats())
+    }
     if (path !== '/api' && !path.startsWith('/api/')) throw new HttpError(404, 'Not Found')
 
     // Everything under /api/ is authenticated before routing, so unknown API paths
@@ -401,7 +445,7 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
       allow(method, ['GET', 'HEAD', 'POST'])
       if (method === 'POST') {
         const fields = validateLead(parseJsonObject(buf), false)
-        const lead = store.create(user, {
+        const lead = await store.create(user, {
           name: fields.name as string,
           email: fields.email ?? null,
           status: fields.status ?? 'new',
@@ -409,32 +453,32 @@ export function createDemoApp(options: DemoOptions = {}): DemoApp {
         })
         return sendJson(res, 201, lead, { location: `/api/leads/${lead.id}` })
       }
-      const { status, limit, offset } = parseQuery(query)
-      const all = store.leadsOf(user)
-      const matching = status ? all.filter((l) => l.status === status) : all
-      return sendJson(res, 200, { items: matching.slice(offset, offset + limit), total: matching.length })
+      return sendJson(res, 200, await store.list(user, parseQuery(query)))
     }
     if (path.startsWith('/api/leads/')) {
       const idText = path.slice('/api/leads/'.length)
       if (idText.includes('/')) throw new HttpError(404, 'Not Found')
       allow(method, ['GET', 'HEAD', 'PATCH', 'DELETE'])
       // Non-numeric ids simply do not exist (rather than FastAPI's 422).
-      const lead = /^[1-9]\d{0,14}$/.test(idText) ? store.owned(user, Number(idText)) : undefined
+      const lead = /^[1-9]\d{0,14}$/.test(idText) ? await store.get(user, Number(idText)) : undefined
       if (!lead) throw notFound()
       if (method === 'DELETE') {
-        store.remove(lead)
+        await store.remove(user, lead.id)
         res.writeHead(204).end()
         return
       }
-      if (method === 'PATCH') Object.assign(lead, validateLead(parseJsonObject(buf), true))
+      if (method === 'PATCH') {
+        const updated = await store.update(user, lead.id, validateLead(parseJsonObject(buf), true))
+        if (!updated) throw notFound()
+        return sendJson(res, 200, updated)
+      }
       return sendJson(res, 200, lead)
     }
     if (path === '/api/dashboard') {
       allow(method, ['GET', 'HEAD'])
-      const by_status = Object.fromEntries(LEAD_STATUSES.map((s) => [s, 0])) as Record<LeadStatus, number>
-      const leads = store.leadsOf(user)
-      for (const lead of leads) by_status[lead.status]++
-      return sendJson(res, 200, { user, total: leads.length, by_status })
+      const by_status = await store.countByStatus(user)
+      const total = Object.values(by_status).reduce((sum, n) => sum + n, 0)
+      return sendJson(res, 200, { user, total, by_status })
     }
     throw new HttpError(404, 'Not Found')
   }
