@@ -24,6 +24,11 @@ export async function run(plan: Plan, file: string | null): Promise<void> {
   })
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'))
 
+  // Until the listeners are up there is nothing to drain: a SIGTERM then (say, while waiting for Redis)
+  // exits at once instead of being ignored, which as a container's PID 1 would end in SIGKILL.
+  const exitNow = () => process.exit(0)
+  process.once('SIGTERM', exitNow)
+  process.once('SIGINT', exitNow)
   const redis = openRedis(plan.config.redis)
   // Serving before Redis answers would count on fresh in-process counters: wait a moment for it.
   await redis?.waitUntilUp(2000)
@@ -65,6 +70,8 @@ export async function run(plan: Plan, file: string | null): Promise<void> {
     logger.flush()
     process.exit(0)
   }
+  process.off('SIGTERM', exitNow)
+  process.off('SIGINT', exitNow)
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
 }
