@@ -6,7 +6,11 @@ import proxyAddr from 'proxy-addr'
 import type { Plan } from './config/compile.ts'
 import type { Services } from './services.ts'
 import { handle, type Ctx } from './pipeline.ts'
-import { GatewayError, writeRawProblem, type ErrorCode } from './errors.ts'
+import { GatewayError, toGatewayError, writeRawProblem, type ErrorCode } from './errors.ts'
+import { route } from './routing/route.ts'
+import { admit } from './admit.ts'
+import { identify } from './routing/client.ts'
+import { limit } from './ratelimit/limit.ts'
 import { requestIdFor } from './request-id.ts'
 import { createUpgradeHandler } from './upstream/websocket.ts'
 import { publishNotice } from './observability/events.ts'
@@ -25,11 +29,24 @@ export function createProxyServer(state: GatewayState): Server {
     headersTimeout: listen.timeouts.headers,
     requestTimeout: listen.timeouts.request,
     keepAliveTimeout: listen.timeouts.keepAlive,
+    // node enforces headersTimeout/requestTimeout only when it sweeps its connections, every 30 s by
+    // default: a 1 s slowloris guard would hold a trickling client for up to 31 s. Sweep at a quarter
+    // of the headers timeout (at most once a second), so the timeouts mean what the config says.
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(listen.timeouts.headers / 4))),
     requireHostHeader: true,
   }, (req, res) => void handle(newCtx(state, req), res))
   server.keepAliveTimeout = listen.timeouts.keepAlive
+  // Expect: 100-continue: node would invite every body at once. Invite it only when its declared size is
+  // within the route's limit, so a too-large upload gets its 413 before it is sent (as nginx does).
+  server.on('checkContinue', (req, res) => {
+    const ctx = newCtx(state, req)
+    const route = ctx.plan.router.find(req.method ?? 'POST', req.headers.host, req.url ?? '/')?.route
+    if (!(Number(req.headers['content-length']) > (route?.maxBodySize ?? ctx.plan.config.listen.maxBodySize))) res.writeContinue()
+    void handle(ctx, res)
+  })
   server.on('clientError', answerClientError)
-  server.on('upgrade', createUpgradeHandler(state))
+  const tunnel = createUpgradeHandler(state)
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void gateUpgrade(state, req, socket, head, tunnel))
   return server
 }
 
@@ -59,6 +76,28 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
     bytesOut: 0,
     error: undefined,
   }
+}
+
+/**
+ * An Upgrade request passes the gates every request passes (route, admit, identify, limit) before it is
+ * tunnelled. Without them "Upgrade: websocket" on any GET skipped the rate limit: an upstream answers such
+ * a GET as an ordinary one, and the tunnel relays that answer.
+ */
+async function gateUpgrade(state: GatewayState, req: IncomingMessage, socket: Duplex,
+  head: Buffer, tunnel: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): Promise<void> {
+  const ctx = newCtx(state, req)
+  try {
+    // These phases refuse by throwing; none of them answers a request it lets through.
+    route(ctx)
+    admit(ctx)
+    await identify(ctx)
+    await limit(ctx)
+  } catch (err) {
+    const refusal = toGatewayError(err)
+    publishNotice({ level: 'info', msg: 'upgrade refused', code: refusal.code, requestId: ctx.id })
+    return writeRawProblem(socket, refusal, ctx.id)
+  }
+  tunnel(req, socket, head)
 }
 
 /** node's parser refused the request (too large a head, malformed, too slow): answer it if we still can. */

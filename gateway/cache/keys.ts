@@ -17,13 +17,15 @@ export function primaryKey(input: KeyInput): string {
   return hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`)
 }
 
-/** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted. */
+/** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted by name. */
 export function normalizeTarget(url: string): string {
   const queryAt = url.indexOf('?')
   const path = decodeUnreserved(queryAt === -1 ? url : url.slice(0, queryAt))
   if (queryAt === -1 || queryAt === url.length - 1) return path
   const params = [...new URLSearchParams(url.slice(queryAt + 1))]
-  params.sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0))
+  // By name only: the sort is stable, so repeated parameters keep their order (?lang=en&lang=evil is not
+  // ?lang=evil&lang=en to an upstream that takes the last value).
+  params.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
   return `${path}?${new URLSearchParams(params).toString()}`
 }
 

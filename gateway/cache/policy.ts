@@ -8,7 +8,7 @@ import { single } from '../upstream/headers.ts'
 
 export type NoStoreReason =
   | 'method' | 'status' | 'no-store' | 'private' | 'set-cookie' | 'vary-star' | 'too-large' | 'not-storable'
-  | 'authenticated' | 'unverified' | 'request-no-store'
+  | 'authenticated' | 'unverified' | 'request-no-store' | 'request-body'
 
 type Headers = Record<string, string | string[] | undefined>
 
@@ -31,6 +31,9 @@ export function storeDecision(input: StoreInput): StoreDecision {
   const { route, shared, status, responseHeaders: res, now } = input
   if (input.method !== 'GET') return { store: false, reason: 'method' }
   if (cacheControl(input.requestHeaders)['no-store']) return { store: false, reason: 'request-no-store' }
+  // A GET's body has no meaning (RFC 9110 §9.3.1) and is not part of the key; an upstream that reads it
+  // anyway ("fat GET") would let one client's body decide what everyone else is served.
+  if (hasBody(input.requestHeaders)) return { store: false, reason: 'request-body' }
   if (res['set-cookie'] && !route.storeSetCookie) return { store: false, reason: 'set-cookie' }
   const vary = single(res.vary)
   if (vary && vary.split(',').some((name) => name.trim() === '*')) return { store: false, reason: 'vary-star' }
@@ -60,6 +63,11 @@ export function storeDecision(input: StoreInput): StoreDecision {
   const sieMs = mustRevalidate ? 0 : Math.max(route.staleIfErrorMs, seconds(cc['stale-if-error']))
   if (lifetimeMs <= 0 && !swrMs && !sieMs && !res.etag && !res['last-modified']) return { store: false, reason: 'not-storable' }
   return { store: true, freshUntil, staleWhileRevalidateUntil: freshUntil + swrMs, staleIfErrorUntil: freshUntil + sieMs, initialAgeS }
+}
+
+function hasBody(headers: Headers): boolean {
+  const length = single(headers['content-length'])
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length.trim() !== '0')
 }
 
 // RFC 9110 §15.1: heuristically cacheable status codes (what `force` may store).

@@ -21,13 +21,16 @@ export class RouteConflict extends Error {
  * claims HEAD for the same path itself. Two routes claiming the same method and path shape conflict.
  */
 export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonly RouteMatchSpec[] }>): Router<R> {
-  const router = FindMyWay({ caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: 500 })
+  // Case and a trailing "/" do not pick a different route: an upstream that ignores them (many frameworks
+  // do) must not let "/API/auth/login" or "/api/auth/login/" dodge the login route's limit. Params keep
+  // their case. See pathForMatching for the rest.
+  const router = FindMyWay({ caseSensitive: false, ignoreTrailingSlash: true, maxParamLength: 500 })
   const claimed = new Map<string, number>()
   const implicitHeads: Array<{ spec: RouteMatchSpec; route: R }> = []
   routes.forEach(({ route, specs }, index) => {
     for (const spec of specs) {
       for (const method of spec.methods) {
-        const claim = `${method} ${spec.path.replace(/:[^/]+/g, ':')} ${spec.host ?? '*'}`
+        const claim = `${method} ${spec.path.replace(/:[^/]+/g, ':').toLowerCase().replace(/(.)\/$/, '$1')} ${spec.host ?? '*'}`
         const owner = claimed.get(claim)
         if (owner !== undefined) throw new RouteConflict(index, `${method} ${spec.path} is already matched by routes[${owner}]`)
         claimed.set(claim, index)
@@ -41,7 +44,7 @@ export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonl
   }
   return {
     find(method, host, url) {
-      const found = router.find(method as FindMyWay.HTTPMethod, withoutQuery(url), host ? { host: stripPort(host) } : {})
+      const found = router.find(method as FindMyWay.HTTPMethod, pathForMatching(withoutQuery(url)), host ? { host: stripPort(host) } : {})
       if (!found) return null
       return { route: found.store as R, params: found.params as Record<string, string> }
     },
@@ -57,6 +60,31 @@ function register<R>(router: FindMyWay.Instance<FindMyWay.HTTPVersion.V1>, metho
 export function withoutQuery(url: string): string {
   const queryAt = url.indexOf('?')
   return queryAt === -1 ? url : url.slice(0, queryAt)
+}
+
+/**
+ * The path as routes see it, so that spellings an upstream may resolve to the same path cannot pick a
+ * laxer route (or none): percent-escapes of unreserved characters and of "/" decoded, ";params" cut from
+ * each segment (Tomcat and Spring ignore them, so "/assets/..;/api/leads/1" is a lead there), runs of "/"
+ * merged, "." and ".." segments removed (RFC 3986 §5.2.4), as nginx does before matching a location.
+ * Only matching uses it: the upstream gets the target as the client sent it.
+ */
+export function pathForMatching(path: string): string {
+  if (!path.includes('%') && !path.includes('//') && !path.includes('/.') && !path.includes(';')) return path
+  const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+    const char = String.fromCharCode(parseInt(hex, 16))
+    return /[A-Za-z0-9\-._~/]/.test(char) ? char : escape
+  })
+  const segments: string[] = []
+  for (const part of decoded.split('/').slice(1)) {
+    const param = part.indexOf(';')
+    const segment = param === -1 ? part : part.slice(0, param)
+    if (segment === '..') segments.pop()
+    else if (segment !== '.' && segment !== '') segments.push(segment)
+  }
+  const last = decoded.slice(decoded.lastIndexOf('/') + 1).split(';')[0]
+  const trailing = (last === '' || last === '.' || last === '..') && segments.length ? '/' : ''
+  return `/${segments.join('/')}${trailing}`
 }
 
 function stripPort(host: string): string {

@@ -10,6 +10,12 @@ const NOT_FORWARDED = new Set([
 
 export const VIA = '1.1 gateway'
 
+// Headers with which frameworks (Symfony, IIS, Express's method-override, Rails, …) let a request stand for
+// another URL or method. The gateway routes, limits, caches and invalidates by the request line, so from a
+// client they would let the upstream act on something else: a cached GET answered for another URL (cache
+// poisoning), a limited POST dressed as an unlimited GET. Like X-Forwarded-*, only trusted proxies may send them.
+const REWRITING = new Set(['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override'])
+
 export interface ForwardingFacts {
   /** The address of the TCP peer, which may be a proxy. */
   peerAddress: string
@@ -25,7 +31,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, facts: For
   if (!facts.peerTrusted) {
     // Only trusted proxies may speak for earlier hops: no Forwarded, X-Forwarded-Port, -Prefix, … from clients
     // (an upstream honouring them would build URLs, and cached answers, from a client's say-so).
-    for (const name in headers) if (name === 'forwarded' || name.startsWith('x-forwarded-')) delete headers[name]
+    for (const name in headers) if (name === 'forwarded' || name.startsWith('x-forwarded-') || REWRITING.has(name)) delete headers[name]
   }
   const trusted = (name: string) => (facts.peerTrusted ? single(incoming[name]) : undefined)
   const priorHops = trusted('x-forwarded-for')

@@ -2,7 +2,7 @@ import t from 'tap'
 import { fillTags, normalizeTarget, parentPath, primaryKey, varyMatches, varyValues } from '../../../gateway/cache/keys.ts'
 
 t.test('targets are normalised: query sorted, unreserved escapes decoded', async (t) => {
-  t.equal(normalizeTarget('/a?b=2&a=1&a=0'), '/a?a=0&a=1&b=2')
+  t.equal(normalizeTarget('/a?b=2&a=1&a=0'), '/a?a=1&a=0&b=2', 'by name; repeated names keep their order')
   t.equal(normalizeTarget('/%7Euser/%2Fx'), '/~user/%2Fx')
   t.equal(normalizeTarget('/a?'), '/a')
   t.equal(normalizeTarget('/a'), '/a')
