@@ -64,10 +64,13 @@ function copyEndToEnd(source: Record<string, string | string[] | undefined>): Re
   return out
 }
 
+const NO_TOKENS: ReadonlySet<string> = new Set()
+
 /** Headers listed in Connection are hop-by-hop too ("Connection: close, X-Secret" drops X-Secret). */
-function connectionTokens(value: string | string[] | undefined): Set<string> {
+function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
+  // The usual values name no other header: skip the split (this runs twice for every proxied request).
+  if (value === undefined || value === 'keep-alive' || value === 'close') return NO_TOKENS
   const tokens = new Set<string>()
-  if (value === undefined) return tokens
   for (const part of ([] as string[]).concat(value)) {
     for (const token of part.split(',')) if (token.trim()) tokens.add(token.trim().toLowerCase())
   }
