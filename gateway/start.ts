@@ -55,7 +55,7 @@ export async function run(plan: Plan, file: string | null): Promise<void> {
     port: (proxy.address() as AddressInfo).port,
     adminPort: (admin.address() as AddressInfo).port,
     upstream: state.services.upstream.origin,
-    redis: redis ? 'shared' : 'in-process',
+    redis: redis ? redis.topology : 'in-process',
     config: file ?? '(embedded defaults)',
     routes: plan.routes.length,
   }, 'gateway listening')

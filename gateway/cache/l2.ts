@@ -1,5 +1,6 @@
 // L2: Redis, shared by every replica. One key per primary holding all its variants, with a TTL; every
 // command is bounded by redis.timeout, skipped while Redis is down, and a failure means "not cached".
+// Every command names one key, so on a Redis Cluster the entries spread over the nodes by their own slots.
 import type { SharedRedis } from '../redis.ts'
 import { usefulUntil, type CacheStore, type Entry, type Variants } from './store.ts'
 
@@ -41,7 +42,10 @@ export class RedisTier implements CacheStore {
   async deleteMany(primaries: readonly string[]): Promise<void> {
     if (!primaries.length || !this.#redis.isUp()) return
     try {
-      await this.#redis.client.del(...primaries.map((p) => this.#prefix + p))
+      // One DEL per entry, not DEL k1 k2 …: entries hash to different slots of a cluster (CROSSSLOT), and
+      // need not go together. Auto-pipelining still sends them in one write (per node).
+      const client = this.#redis.client
+      await Promise.all(primaries.map((p) => client.del(this.#prefix + p)))
     } catch (err) {
       this.#redis.reportFailure(err)
     }

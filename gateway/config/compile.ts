@@ -85,7 +85,7 @@ export function compilePlan(config: Config, file: string): Plan {
   const problems: CompileProblem[] = []
   // Workers are replicas in one box: without Redis each would count limits and keep cache entries apart,
   // and a write would invalidate only its own worker's L1.
-  const sharedRedis = Boolean(config.redis.url)
+  const sharedRedis = Boolean(config.redis.url) || config.redis.sentinels.length > 0 || config.redis.cluster.length > 0
   if (typeof config.workers === 'number' && config.workers > 1 && !sharedRedis) {
     problems.push({ path: ['workers'], message: 'more than one worker shares rate limits and cache invalidation through Redis: set redis.url (or sentinels, cluster), or use workers: 1' })
   }

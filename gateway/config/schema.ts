@@ -110,12 +110,30 @@ export const ConfigSchema = z.strictObject({
     host: z.enum(['preserve', 'upstream']).default('preserve')
       .describe('Host header sent upstream: the client\'s (preserve) or the upstream URL\'s host (upstream)'),
   }).describe('The API the gateway protects'),
+  // One of url (a single Redis), sentinels + name (Redis Sentinel) or cluster (Redis Cluster); none of them
+  // keeps everything in process. deploy/REDIS-TOPOLOGY.md has examples of each.
   redis: z.strictObject({
     url: z.string().refine((url) => url === '' || /^rediss?:\/\//.test(url), 'expected a redis:// or rediss:// URL, or empty')
-      .default('').describe('redis:// URL shared by replicas; empty keeps everything in process'),
+      .default('').describe('redis:// URL of one Redis shared by replicas; empty (and no sentinels or cluster) keeps everything in process'),
+    sentinels: z.array(z.strictObject({
+      host: z.string().min(1).describe('Redis Sentinel (instead of url): a sentinel to ask for the current master of `name`; failovers are followed'),
+      port: port.default(26379).describe('That sentinel\'s port'),
+    })).default([]).describe('Redis Sentinel (instead of url): sentinels to ask for the current master of `name`; failovers are followed'),
+    name: z.string().default('').describe('Master group name the sentinels monitor (`sentinel monitor <name> …`); required with sentinels'),
+    cluster: z.array(z.union([
+      z.strictObject({
+        host: z.string().min(1).describe('Cluster node host name or address'),
+        port: port.default(6379).describe('Cluster node port'),
+      }),
+      z.string().refine((text) => parseRedisNode(text) !== undefined).transform((text) => parseRedisNode(text)!),
+    ], { error: 'expected { host, port }, host:port or redis://host:port (credentials go in redis.password)' })).prefault([])
+      .describe('Redis Cluster (instead of url): some of its nodes, as { host, port }, "host:port" or "redis://host:port"; the rest are discovered'),
+    username: z.string().default('').describe('ACL user for the Redis servers behind sentinels or cluster (with url, put it in the URL)'),
+    password: z.string().default('').describe('Password of the Redis servers behind sentinels or cluster (with url, put it in the URL)'),
+    sentinelPassword: z.string().default('').describe('Password of the sentinels themselves, when they require one'),
     timeout: duration.prefault('100ms').describe('Longest wait for one Redis command before the in-process fallback answers'),
     keyPrefix: z.string().default('gw:').describe('Prefix of every key the gateway writes'),
-  }).prefault({}),
+  }).superRefine(refuseMixedRedisTopologies).prefault({}),
   identity: z.strictObject({
     jwt: z.strictObject({
       secret: z.string().default('').describe('HS256/384/512 secret that signs the API\'s bearer tokens'),
@@ -130,7 +148,7 @@ export const ConfigSchema = z.strictObject({
     maxObjectSize: size.prefault('1MiB').describe('Larger responses are passed through uncached'),
     waitForLeader: duration.prefault('10s').describe('How long concurrent misses for one key wait for the first one\'s answer'),
     l1TtlWithoutPubSub: duration.prefault('5s').describe('When cross-replica invalidation is down, in-process entries live at most this long'),
-  }).prefault({}).describe('The two-tier response cache (L1 in process, L2 in Redis when redis.url is set)'),
+  }).prefault({}).describe('The two-tier response cache (L1 in process, L2 in Redis when Redis is configured)'),
   sentry: z.strictObject({
     dsn: z.string().refine((dsn) => dsn === '' || /^https?:\/\/[^@\s]+@[^/\s]+\/.*\d+$/.test(dsn), 'expected a Sentry DSN like https://key@o1.ingest.sentry.io/123, or empty')
       .default('').describe('Where errors and traces go; empty turns Sentry off (and it then costs nothing)'),
@@ -173,6 +191,28 @@ export const ConfigSchema = z.strictObject({
 
 function isProxyAddress(text: string): boolean {
   try { proxyAddr.compile(text); return true } catch { return false }
+}
+
+/** "host:port" or "redis://host:port" → { host, port }; anything else (a path, credentials, rediss://) → undefined. */
+function parseRedisNode(text: string): { host: string; port: number } | undefined {
+  let url: URL
+  try { url = new URL(/^[a-z]+:\/\//i.test(text) ? text : `redis://${text}`) } catch { return undefined }
+  if (url.protocol !== 'redis:' || url.username || url.password || (url.pathname !== '' && url.pathname !== '/') || url.search || !url.hostname) return undefined
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port ? Number(url.port) : 6379 }
+}
+
+/** url, sentinels and cluster are three ways to reach Redis: at most one may be set. */
+function refuseMixedRedisTopologies(redis: { url: string; sentinels: unknown[]; name: string; cluster: unknown[]; username: string; password: string }, ctx: z.RefinementCtx): void {
+  const set = (['url', 'sentinels', 'cluster'] as const).filter((key) => redis[key].length > 0)
+  for (const key of set.slice(1)) {
+    ctx.addIssue({ code: 'custom', path: [key], message: `cannot be combined with redis.${set[0]}: set one of url, sentinels or cluster` })
+  }
+  if (redis.sentinels.length && !redis.name) {
+    ctx.addIssue({ code: 'custom', path: ['name'], message: 'required with redis.sentinels: the master group name the sentinels monitor' })
+  }
+  if (redis.url && (redis.username || redis.password)) {
+    ctx.addIssue({ code: 'custom', path: [redis.password ? 'password' : 'username'], message: 'with redis.url, put the credentials in the URL (redis://user:secret@host:6379)' })
+  }
 }
 
 function refuseDuplicateNames(routes: Array<{ name: string }>, ctx: z.RefinementCtx): void {

@@ -1,4 +1,5 @@
-// One suite for every CacheStore: memory (L1) and Redis (L2, a real redis-server), plus the tiering.
+// One suite for every CacheStore: memory (L1) and Redis (L2: a real redis-server, and a real 3-master
+// Redis Cluster), plus the tiering.
 import t from 'tap'
 import { MemoryTier } from '../../gateway/cache/l1.ts'
 import { RedisTier } from '../../gateway/cache/l2.ts'
@@ -6,6 +7,7 @@ import { TieredStore } from '../../gateway/cache/tiered.ts'
 import type { CacheStore, Entry } from '../../gateway/cache/store.ts'
 import { openRedis } from '../../gateway/redis.ts'
 import { startRedis } from '../helpers/redis.ts'
+import { startRedisCluster } from '../helpers/redis-cluster.ts'
 
 const entry = (body: string, over: Partial<Entry> = {}): Entry => {
   const now = Date.now()
@@ -20,6 +22,10 @@ const redisServer = await startRedis()
 const redis = openRedis({ url: redisServer.url, timeout: 200, keyPrefix: 'contract:' })!
 await redis.waitUntilUp(5000)
 t.teardown(async () => { await redis.close(); await redisServer.stop() })
+const clusterServers = await startRedisCluster()
+const cluster = openRedis({ cluster: clusterServers.nodes, timeout: 200 })!
+t.teardown(async () => { await cluster.close(); await clusterServers.stop() })
+t.ok(await cluster.waitUntilUp(10_000), 'the cluster client is ready')
 
 function storeContract(name: string, make: () => CacheStore) {
   t.test(`${name}: the CacheStore contract`, async (t) => {
@@ -44,6 +50,21 @@ function storeContract(name: string, make: () => CacheStore) {
 
 storeContract('L1 (memory)', () => new MemoryTier(1024 * 1024, Date.now))
 storeContract('L2 (redis)', () => new RedisTier(redis, 'contract:'))
+storeContract('L2 (redis cluster)', () => new RedisTier(cluster, 'contract:'))
+
+for (const [name, shared] of [['redis', redis], ['redis cluster', cluster]] as const) {
+  t.test(`L2 (${name}): deleteMany drops entries whatever slots they hash to`, async (t) => {
+    const l2 = new RedisTier(shared, 'many:')
+    const primaries = Array.from({ length: 20 }, (_, i) => `p${i}`)
+    for (const p of primaries) await l2.set(p, { entries: [entry(p)] })
+    if (name === 'redis cluster') {
+      const slots = new Set(await Promise.all(primaries.map((p) => clusterServers.cli(['cluster', 'keyslot', `many:c:${p}`]))))
+      t.ok(slots.size > 1, `the keys span ${slots.size} slots (one DEL with all of them would be CROSSSLOT)`)
+    }
+    await l2.deleteMany(primaries.slice(0, 15))
+    t.same(await Promise.all(primaries.map(async (p) => (await l2.get(p)) !== undefined)), primaries.map((_, i) => i >= 15), 'exactly the named ones are gone')
+  })
+}
 
 t.test('L1 stays within its byte bound and indexes tags', async (t) => {
   const l1 = new MemoryTier(64 * 1024, Date.now)
