@@ -136,9 +136,7 @@ export async function forwardCached(ctx: Ctx, res: ServerResponse): Promise<void
   try {
     response = await requestUpstream(ctx, abort.signal, revalidating ? validators(stale) : undefined)
   } catch (err) {
-    const failure = toUpstreamError(err)
-    if (!stale || failure.code === 'client_closed' || !staleIfErrorAllowed(stale, Date.now())) throw failure
-    return serveStaleOnError(ctx, res, stale, failure)
+    return serveStaleOrThrow(ctx, res, stale, err)
   }
   const now = Date.now()
   if (revalidating && response.statusCode === 304) {
@@ -158,7 +156,14 @@ export async function forwardCached(ctx: Ctx, res: ServerResponse): Promise<void
     state.release?.()
     return relay(ctx, res, response, abort.signal)
   }
-  const body = await readBounded(response.body, cache.settings.maxObjectSize, abort.signal)
+  let body: Awaited<ReturnType<typeof readBounded>>
+  try {
+    body = await readBounded(response.body, cache.settings.maxObjectSize, abort.signal)
+  } catch (err) {
+    // The upstream failed mid-body (reset, stalled past timeouts.body): nothing is sent yet, so a stale
+    // entry can still answer.
+    return serveStaleOrThrow(ctx, res, stale, abort.signal.reason ?? err)
+  }
   if (Array.isArray(body)) {
     ctx.cache = { kind: 'miss', stored: false, reason: 'too-large' }
     state.release?.()
@@ -169,6 +174,13 @@ export async function forwardCached(ctx: Ctx, res: ServerResponse): Promise<void
   ctx.cache = { kind: 'miss', stored: true }
   state.release?.()
   send(ctx, res, { status: entry.status, headers: { ...entry.headers, ...(entry.initialAgeS ? { age: String(entry.initialAgeS) } : {}) }, body })
+}
+
+/** stale-if-error: the stale entry answers an upstream failure when it may; otherwise the failure stands. */
+function serveStaleOrThrow(ctx: Ctx, res: ServerResponse, stale: Entry | undefined, err: unknown): void {
+  const failure = toUpstreamError(err)
+  if (!stale || failure.code === 'client_closed' || !staleIfErrorAllowed(stale, Date.now())) throw failure
+  serveStaleOnError(ctx, res, stale, failure)
 }
 
 function serveStaleOnError(ctx: Ctx, res: ServerResponse, stale: Entry, failure: GatewayError): void {

@@ -26,7 +26,7 @@ function createLimiter(policy: LimitPolicy, redis: SharedRedis | null, prefix: s
 function counter(redis: SharedRedis | null, keyPrefix: string, points: number, duration: number, blockDuration: number) {
   const memory = new RateLimiterMemory({ keyPrefix, points, duration, blockDuration })
   if (!redis) return memory
-  return new RateLimiterRedis({
+  return new ReportingRedisLimiter(redis, {
     storeClient: redis.client,
     keyPrefix,
     points,
@@ -37,4 +37,31 @@ function counter(redis: SharedRedis | null, keyPrefix: string, points: number, d
     inMemoryBlockOnConsumed: points + 1,
     inMemoryBlockDuration: blockDuration,
   })
+}
+
+type UpsertFn = (...args: unknown[]) => Promise<unknown>
+const redisUpsert = (RateLimiterRedis.prototype as unknown as { _upsert: UpsertFn })._upsert
+
+/**
+ * rate-limiter-flexible answers from the insurance limiter on any Redis error without telling anyone, so a
+ * Redis that fails only for the limiters (slow, say) would silently turn shared limits into per-replica
+ * ones. Its one store call reports to SharedRedis, which makes an outage episode of it (one log line,
+ * one Sentry event) like every other Redis failure.
+ */
+class ReportingRedisLimiter extends RateLimiterRedis {
+  readonly redis: SharedRedis
+  constructor(redis: SharedRedis, options: ConstructorParameters<typeof RateLimiterRedis>[0]) {
+    super(options)
+    this.redis = redis
+  }
+  async _upsert(...args: unknown[]): Promise<unknown> {
+    try {
+      const result = await redisUpsert.apply(this, args)
+      this.redis.reportSuccess()
+      return result
+    } catch (err) {
+      this.redis.reportFailure(err)
+      throw err
+    }
+  }
 }
