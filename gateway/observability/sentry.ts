@@ -1,19 +1,38 @@
 // Sentry: errors and traces, as a subscriber. Initialised by main.ts before the rest of the gateway is
-// imported, with the SDK's automatic instrumentation off: the gateway makes the few spans it needs
-// (request, rate limit, cache lookup, upstream call) so tracing costs little, and it decides exactly which
-// trace headers the upstream sees. Collection of personal data is off and every event and span is
-// scrubbed again before it leaves (headers, cookies, bodies, tokens anywhere).
+// imported, with the SDK's automatic instrumentation off. Traces do not go through the SDK's spans at all: a
+// sampled request's transaction is built from what the pipeline already records (ctx.t0, ctx.marks, the
+// upstream call) by trace-event.ts and handed to the SDK's transport as an envelope, which costs a fraction of
+// the SDK's span and event machinery. The gateway decides exactly which trace headers the upstream sees.
+// Errors take the SDK's usual path and carry the request's trace. Collection of personal data is off and
+// everything that leaves is scrubbed (headers, cookies, bodies, tokens anywhere).
+import { randomFillSync } from 'node:crypto'
 import { subscribe } from 'node:diagnostics_channel'
+import { hostname } from 'node:os'
+import { gzip } from 'node:zlib'
 import * as Sentry from '@sentry/node'
+import { Pool } from 'undici'
 import type { Config } from '../config/schema.ts'
 import type { Ctx } from '../pipeline.ts'
 import { CHANNELS, onFlush, setTraceHooks, type Notice } from './events.ts'
 import { scrubDeep, scrubEvent, scrubSpan } from './scrub.ts'
+import {
+  decideSampling, envelopeHeader, readIncomingTrace, scrubbedDsc, startTrace, traceHeaders, transactionEvent,
+  type EventDefaults, type IncomingTrace, type RequestTrace, type Sampling, type SpanRecord, type TraceSettings,
+} from './trace-event.ts'
 
-interface RequestTrace { root: Sentry.Span; scope: Sentry.Scope; upstream?: Sentry.Span }
-const traces = new WeakMap<Ctx, RequestTrace>()
-/** The sampling decision, made before any Sentry work: unsampled requests (most) create no spans at all. */
-const sampled = new WeakMap<Ctx, boolean>()
+/** Per request, once Sentry looked at it: the sampling decision, and for sampled requests the trace. */
+interface RequestState {
+  incoming: IncomingTrace | undefined
+  sampling: Sampling
+  trace?: RequestTrace
+  /** The upstream call's span: its id went to the upstream as the parent. */
+  upstream?: { spanId: string; start: number }
+}
+const states = new WeakMap<Ctx, RequestState>()
+
+interface Rates { traces: number; cacheHits: number }
+/** What every transaction carries, fixed at start. */
+interface Sending { trace: TraceSettings; defaults: EventDefaults; sdk: { name: string; version: string } }
 
 export function initSentry(settings: Config['sentry']): void {
   const rates = { traces: settings.tracesSampleRate, cacheHits: settings.cacheHitSampleRate ?? settings.tracesSampleRate / 10 }
@@ -29,85 +48,71 @@ export function initSentry(settings: Config['sentry']): void {
       Sentry.dedupeIntegration(),
     ],
     dataCollection: { userInfo: false, cookies: false, httpHeaders: false, httpBodies: [], urlQueryParams: false },
-    // Transactions with child spans, the shape Sentry's dashboards query.
+    // No tracesSampleRate: the SDK makes no spans; transactions are built below. Should anything still make
+    // SDK spans, they are transactions with child spans, and filtered like everything else.
     traceLifecycle: 'static',
-    // The gateway decides (isSampled below) and only starts spans for sampled requests.
-    tracesSampler: ({ attributes }) => (attributes?.['gateway.sampled'] ? 1 : 0),
     tracePropagationTargets: [],
+    transport: makeTransport,
     beforeBreadcrumb: () => null,
     beforeSend: (event) => scrubEvent(event),
     beforeSendTransaction: (event) => scrubEvent(event),
     beforeSendSpan: Sentry.withStaticSpan((span) => scrubSpan(span)),
   })
-  setTraceHooks({ upstreamHeaders: (ctx) => (isSampled(ctx, rates) ? upstreamHeaders(ctx) : null) })
-  subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings, rates))
+  const sending = sendingFor(settings)
+  setTraceHooks({ upstreamHeaders: (ctx) => upstreamHeaders(ctx, rates, sending) })
+  subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings, rates, sending))
   subscribe(CHANNELS.notice, (message) => reportNotice(message as Notice))
   onFlush((timeoutMs) => Sentry.flush(timeoutMs))
+}
+
+function sendingFor(settings: Config['sentry']): Sending {
+  const client = Sentry.getClient()
+  const sdk = client?.getOptions()._metadata?.sdk
+  const name = sdk?.name ?? 'sentry.javascript.node'
+  const version = sdk?.version ?? Sentry.SDK_VERSION
+  return {
+    trace: { publicKey: client?.getDsn()?.publicKey ?? '', environment: settings.environment, release: settings.release || undefined },
+    defaults: {
+      environment: settings.environment,
+      release: settings.release || undefined,
+      serverName: hostname(),
+      sdk: { name, version, integrations: client?.getIntegrationNames() ?? [], packages: sdk?.packages ?? [] },
+      runtime: { name: 'node', version: process.version },
+    },
+    sdk: { name, version },
+  }
 }
 
 /**
  * A sampled incoming trace is continued as sampled, an unsampled one is not; otherwise tracesSampleRate, or
  * cacheHitSampleRate for cache hits (decided at the end for requests that never reach the upstream).
  */
-function isSampled(ctx: Ctx, rates: { traces: number; cacheHits: number }): boolean {
-  let decision = sampled.get(ctx)
-  if (decision !== undefined) return decision
-  const parent = incomingTrace(ctx).sentryTrace
-  const flag = parent?.split('-')[2]
-  decision = flag === '1' ? true : flag === '0' ? false : Math.random() < (ctx.cache?.kind === 'hit' ? rates.cacheHits : rates.traces)
-  sampled.set(ctx, decision)
-  return decision
+function stateOf(ctx: Ctx, rates: Rates): RequestState {
+  let state = states.get(ctx)
+  if (state) return state
+  const incoming = readIncomingTrace(ctx.req.headers)
+  state = { incoming, sampling: decideSampling(incoming, ctx.cache?.kind === 'hit' ? rates.cacheHits : rates.traces, Math.random()) }
+  states.set(ctx, state)
+  return state
 }
 
-/** The request's root span, created when first needed: at the upstream call, or when the request ends. */
-function traceOf(ctx: Ctx): RequestTrace {
-  let trace = traces.get(ctx)
-  if (trace) return trace
-  const method = ctx.req.method ?? 'GET'
-  const route = ctx.route?.name ?? '(unmatched)'
-  trace = Sentry.withIsolationScope((scope) => Sentry.continueTrace(incomingTrace(ctx), () => ({
-    scope,
-    root: Sentry.startInactiveSpan({
-      name: `${method} ${route}`,
-      op: 'http.server',
-      forceTransaction: true,
-      startTime: epochSeconds(ctx.t0),
-      attributes: { 'gateway.route': route, 'gateway.sampled': true, 'http.request.method': method, 'sentry.source': 'route' },
-    }),
-  })))
-  traces.set(ctx, trace)
-  return trace
+/** The request's trace ids and sampling context, made when first needed (sampled or, for an error, not). */
+function traceOf(ctx: Ctx, state: RequestState, sending: Sending): RequestTrace {
+  state.trace ??= startTrace(state.incoming, state.sampling, transactionName(ctx), sending.trace, { traceId: randomHex(16), spanId: randomHex(8) })
+  return state.trace
 }
 
-/** The client's trace: Sentry's own headers, or W3C traceparent translated into them. */
-function incomingTrace(ctx: Ctx): { sentryTrace: string | undefined; baggage: string | undefined } {
-  const headers = ctx.req.headers
-  const sentryTrace = header(headers['sentry-trace'])
-  if (sentryTrace) return { sentryTrace, baggage: header(headers.baggage) }
-  const parent = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(header(headers.traceparent) ?? '')
-  if (!parent) return { sentryTrace: undefined, baggage: undefined }
-  const sampled = (parseInt(parent[3]!, 16) & 1) === 1 ? '1' : '0'
-  return { sentryTrace: `${parent[1]}-${parent[2]}-${sampled}`, baggage: undefined }
+function upstreamHeaders(ctx: Ctx, rates: Rates, sending: Sending): Record<string, string> | null {
+  const state = stateOf(ctx, rates)
+  if (!state.sampling.sampled) return null
+  state.upstream = { spanId: randomHex(8), start: performance.now() }
+  return traceHeaders(traceOf(ctx, state, sending), state.upstream.spanId)
 }
 
-function upstreamHeaders(ctx: Ctx): Record<string, string> | null {
-  const trace = traceOf(ctx)
-  trace.upstream = Sentry.startInactiveSpan({
-    name: `${ctx.req.method} ${ctx.services.upstream.origin}`,
-    op: 'http.client',
-    parentSpan: trace.root,
-    attributes: { 'server.address': ctx.services.upstream.host },
-  })
-  const data = Sentry.getTraceData({ span: trace.upstream, propagateTraceparent: true })
-  const headers: Record<string, string> = {}
-  for (const [name, value] of Object.entries(data)) if (value) headers[name] = value
-  return headers
-}
-
-function finishRequest(ctx: Ctx, settings: Config['sentry'], rates: { traces: number; cacheHits: number }): void {
-  const trace = isSampled(ctx, rates) ? traceOf(ctx) : null
-  if (trace) endTrace(ctx, trace)
-  reportFailure(ctx, trace, settings)
+function finishRequest(ctx: Ctx, settings: Config['sentry'], rates: Rates, sending: Sending): void {
+  const state = stateOf(ctx, rates)
+  if (state.sampling.sampled) sendTransaction(ctx, state, sending)
+  reportFailure(ctx, state, settings, sending)
 }
 
 /** The tags every event and transaction carries (what the Sentry dashboard queries). */
@@ -129,27 +134,46 @@ function statusOf(ctx: Ctx): number {
   return ctx.error?.code === 'client_closed' ? 499 : ctx.status ?? 0
 }
 
-function endTrace(ctx: Ctx, trace: RequestTrace): void {
-  const { root, scope } = trace
-  const tags = tagsOf(ctx)
-  const end = Date.now() / 1000
-  if (ctx.limit) childSpan(root, 'gateway.ratelimit', `rate limit ${ctx.limit.binding.policy}`, ctx.t0, ctx.marks.limited)
-  if (ctx.cache) childSpan(root, 'gateway.cache', `cache lookup ${'tier' in ctx.cache ? ctx.cache.tier : ''}`.trim(), ctx.marks.limited, ctx.marks.lookedUp)
-  trace.upstream?.setAttribute('http.response.status_code', ctx.upstreamResponse?.status ?? 0)
-  trace.upstream?.end(end)
-  scope.setTags(tags)
-  root.setAttributes({ 'gateway.cache': tags.cache!, 'gateway.limit': tags.limit!, 'http.response.status_code': statusOf(ctx) })
-  Sentry.setHttpStatus(root, statusOf(ctx) || 500)
-  root.end(end)
+function transactionName(ctx: Ctx): string {
+  return `${ctx.req.method ?? 'GET'} ${ctx.route?.name ?? '(unmatched)'}`
 }
 
-function childSpan(root: Sentry.Span, op: string, name: string, from: number, to: number): void {
-  if (!to || to < from) return
-  Sentry.startInactiveSpan({ name, op, parentSpan: root, startTime: epochSeconds(from) }).end(epochSeconds(to))
+/** The transaction `METHOD route` (op http.server) with its rate-limit, cache-lookup and upstream spans. */
+function sendTransaction(ctx: Ctx, state: RequestState, sending: Sending): void {
+  const client = Sentry.getClient()
+  if (!client) return
+  const trace = traceOf(ctx, state, sending)
+  const nowMs = performance.now()
+  const epochMs = Date.now()
+  const seconds = (performanceMs: number) => (epochMs - nowMs + performanceMs) / 1000
+  const end = epochMs / 1000
+  const tags = tagsOf(ctx)
+  const status = statusOf(ctx)
+  const spans: SpanRecord[] = []
+  const child = (op: string, description: string, from: number, to: number) => {
+    if (to && to >= from) spans.push({ spanId: randomHex(8), op, description, start: seconds(from), end: seconds(to) })
+  }
+  if (ctx.limit) child('gateway.ratelimit', `rate limit ${ctx.limit.binding.policy}`, ctx.t0, ctx.marks.limited)
+  if (ctx.cache) child('gateway.cache', `cache lookup ${'tier' in ctx.cache ? ctx.cache.tier : ''}`.trim(), ctx.marks.limited, ctx.marks.lookedUp)
+  if (state.upstream) {
+    const upstreamStatus = ctx.upstreamResponse?.status ?? 0
+    spans.push({
+      spanId: state.upstream.spanId, op: 'http.client', description: `${ctx.req.method} ${ctx.services.upstream.origin}`,
+      start: seconds(state.upstream.start), end, status: upstreamStatus || status || 500,
+      data: { 'server.address': ctx.services.upstream.host, 'http.response.status_code': upstreamStatus },
+    })
+  }
+  const eventId = randomHex(16)
+  const event = transactionEvent({
+    trace, eventId, name: transactionName(ctx), start: seconds(ctx.t0), end, status, tags, spans,
+    data: { 'gateway.route': tags.route, 'http.request.method': tags.method, 'gateway.cache': tags.cache, 'gateway.limit': tags.limit, 'http.response.status_code': status },
+  }, sending.defaults)
+  const header = envelopeHeader(eventId, new Date(epochMs).toISOString(), sending.sdk, trace.dsc)
+  void client.sendEnvelope([header, [[{ type: 'transaction' }, event]]] as unknown as Parameters<typeof client.sendEnvelope>[0])
 }
 
 /** Upstream failures are grouped by route and error class, never by URL; client aborts are not failures. */
-function reportFailure(ctx: Ctx, trace: RequestTrace | null, settings: Config['sentry']): void {
+function reportFailure(ctx: Ctx, state: RequestState, settings: Config['sentry'], sending: Sending): void {
   const error = ctx.error
   const route = ctx.route?.name ?? '(unmatched)'
   let fingerprint: string[] | undefined
@@ -163,16 +187,18 @@ function reportFailure(ctx: Ctx, trace: RequestTrace | null, settings: Config['s
   }
   if (!fingerprint) return
   const tags = tagsOf(ctx)
+  // The event belongs to the request's trace: to its transaction when sampled, else to the client's trace.
+  const trace = traceOf(ctx, state, sending)
   Sentry.withScope((scope) => {
+    scope.setPropagationContext({
+      traceId: trace.traceId, propagationSpanId: trace.spanId, sampleRand: trace.sampling.rand, sampled: trace.sampling.sampled,
+      dsc: scrubbedDsc(trace.dsc), ...(trace.parentSpanId ? { parentSpanId: trace.parentSpanId } : {}),
+    })
     scope.setTags(tags)
     scope.setFingerprint(fingerprint)
     scope.setContext('request', { method: tags.method, route: tags.route, request_id: ctx.id })
-    const capture = () => {
-      if (error?.source === 'internal' && error.cause instanceof Error) Sentry.captureException(error.cause)
-      else Sentry.captureMessage(message!, 'error')
-    }
-    if (trace) Sentry.withActiveSpan(trace.root, capture)
-    else capture()
+    if (error?.source === 'internal' && error.cause instanceof Error) Sentry.captureException(error.cause)
+    else Sentry.captureMessage(message!, 'error')
   })
 }
 
@@ -187,10 +213,74 @@ function reportNotice(notice: Notice): void {
   })
 }
 
-function epochSeconds(performanceTime: number): number {
-  return (performance.timeOrigin + performanceTime) / 1000
+/** Random ids (trace 16 bytes, span 8, event 16) in hex, from a pool refilled 4 KiB at a time. */
+const randomPool = Buffer.alloc(4096)
+let randomAt = randomPool.length
+
+function randomHex(bytes: number): string {
+  if (randomAt + bytes > randomPool.length) {
+    randomFillSync(randomPool)
+    randomAt = 0
+  }
+  randomAt += bytes
+  return randomPool.toString('hex', randomAt - bytes, randomAt)
 }
 
-function header(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
+// ---- the transport ----
+
+type TransportOptions = Parameters<typeof Sentry.makeNodeTransport>[0]
+type TransportResponse = { statusCode: number; headers: { 'retry-after': string | null; 'x-sentry-rate-limits': string | null } }
+/** Bodies above this are gzipped, as the SDK's transport does. */
+const GZIP_ABOVE = 32 * 1024
+
+/**
+ * The SDK's rate limiting, buffer (64 envelopes in flight, then dropped and counted) and client reports
+ * (createTransport), sending through an undici Pool with keep-alive: each envelope is one request written with
+ * its body, its response read without a stream. The SDK's node:http transport pipes a stream into every request
+ * inside a new async scope, which cost a third more CPU per envelope. Behind a proxy (http_proxy, https_proxy,
+ * as the SDK reads them) the SDK's transport is used: it knows proxies.
+ */
+function makeTransport(options: TransportOptions): ReturnType<typeof Sentry.createTransport> {
+  if (options.proxy || process.env.https_proxy || process.env.http_proxy) return Sentry.makeNodeTransport(options)
+  let url: URL
+  try {
+    url = new URL(options.url)
+  } catch {
+    return Sentry.makeNodeTransport(options)
+  }
+  const pool = new Pool(url.origin, { connections: 30, headersTimeout: 10_000, bodyTimeout: 10_000, keepAliveTimeout: 4_000 })
+  const path = `${url.pathname}${url.search}`
+  const post = (body: string | Uint8Array, headers: Record<string, string>) => new Promise<TransportResponse>((resolve, reject) => {
+    let statusCode = 0
+    let responseHeaders: Record<string, string | string[] | undefined> = {}
+    pool.dispatch({ method: 'POST', path, headers, body }, {
+      onRequestStart() {},
+      onResponseStart(_controller: unknown, status: number, received: Record<string, string | string[] | undefined>) {
+        statusCode = status
+        responseHeaders = received
+      },
+      onResponseData() {},
+      onResponseEnd() {
+        resolve({ statusCode, headers: { 'retry-after': firstOf(responseHeaders['retry-after']), 'x-sentry-rate-limits': firstOf(responseHeaders['x-sentry-rate-limits']) } })
+      },
+      onResponseError(_controller: unknown, err: Error) { reject(err) },
+    } as unknown as Parameters<typeof pool.dispatch>[1])
+  })
+  return Sentry.createTransport(options, async (request) => {
+    let body = request.body
+    const headers: Record<string, string> = { 'content-type': 'application/x-sentry-envelope', ...options.headers }
+    if (body.length > GZIP_ABOVE) {
+      body = await new Promise<Uint8Array>((resolve, reject) => gzip(body, (err, zipped) => (err ? reject(err) : resolve(zipped))))
+      headers['content-encoding'] = 'gzip'
+    }
+    // A keep-alive connection the ingest closed as it was reused: once more, on a fresh one.
+    return post(body, headers).catch((err: { code?: string }) => {
+      if (err.code === 'UND_ERR_SOCKET' || err.code === 'ECONNRESET' || err.code === 'EPIPE') return post(body, headers)
+      throw err
+    })
+  })
+}
+
+function firstOf(value: string | string[] | undefined): string | null {
+  return (Array.isArray(value) ? value[0] : value) ?? null
 }
