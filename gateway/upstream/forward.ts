@@ -133,14 +133,15 @@ export async function relay(ctx: Ctx, res: ServerResponse, response: Dispatcher.
 const SMALL_BODY_BYTES = 64 * 1024
 
 async function sendWhole(ctx: Ctx, res: ServerResponse, status: number, headers: Record<string, string | string[] | undefined>,
-  body: Readable, signal: AbortSignal): Promise<void> {
-  const chunks: Buffer[] = []
+  body: Dispatcher.ResponseData['body'], signal: AbortSignal): Promise<void> {
+  let bytes: Uint8Array
   try {
-    for await (const chunk of body) chunks.push(chunk as Buffer)
+    // undici's own consumer: cheaper than an async iterator over the stream (no promise per chunk).
+    bytes = await body.bytes()
   } catch (err) {
     throw toUpstreamError(signal.reason ?? err)
   }
-  const whole = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+  const whole = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   ctx.status = status
   ctx.bytesOut += whole.length
   res.writeHead(status, decorate(ctx, clientResponseHeaders(headers)))
