@@ -2,6 +2,7 @@
 // would see it (host and forwarded proto included, query sorted), hashed before it reaches any store.
 // Request headers are keyed only through Vary: nothing else a client sends can change a cached body.
 import { hash as digest } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import { withoutQuery } from '../routing/router.ts'
 
 export interface KeyInput {
@@ -14,8 +15,14 @@ export interface KeyInput {
 }
 
 export function primaryKey(input: KeyInput): string {
-  return hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`)
+  const text = `${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`
+  let key = recentKeys.get(text)
+  if (key === undefined) recentKeys.set(text, key = hash(text))
+  return key
 }
+
+/** Hot keys are looked up again and again: remembering their digest spares a SHA-256 per cache hit. */
+const recentKeys = new LRUCache<string, string>({ max: 10_000 })
 
 /** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted by name. */
 export function normalizeTarget(url: string): string {
