@@ -3,7 +3,8 @@
 // all stopped at the end, on error and on Ctrl-C. Also free ports, port waits and RSS sampling.
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { accessSync, constants, existsSync, openSync, readFileSync, readdirSync, closeSync } from 'node:fs'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
+import { portIsOpen } from '../helpers/ports.ts'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -158,12 +159,7 @@ export async function waitForPort(port: number, proc: Running, timeoutMs = 30_00
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (!proc.alive()) throw new Error(`${proc.name} exited (${await proc.exited}) before listening on ${port}:\n${tail(proc.logFile)}`)
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1')
-      socket.once('connect', () => { socket.destroy(); resolve(true) })
-      socket.once('error', () => resolve(false))
-    })
-    if (open) return
+    if (await portIsOpen(port)) return
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   throw new Error(`${proc.name} did not listen on ${port} within ${timeoutMs} ms:\n${tail(proc.logFile)}`)

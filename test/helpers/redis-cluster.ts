@@ -3,7 +3,7 @@
 // Resolves once every node reports cluster_state:ok and agrees on all 16384 slots.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { connect } from 'node:net'
+import { waitForPort } from './ports.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -93,19 +93,6 @@ async function waitForClusterOk(nodes: ClusterNode[], timeoutMs: number): Promis
   throw new Error(`the cluster did not reach cluster_state:ok within ${timeoutMs}ms:\n${last}`)
 }
 
-export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1')
-      socket.once('connect', () => { socket.destroy(); resolve(true) })
-      socket.once('error', () => resolve(false))
-    })
-    if (open) return
-    await sleep(50)
-  }
-  throw new Error(`nothing listened on port ${port} within ${timeoutMs}ms`)
-}
 
 export function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

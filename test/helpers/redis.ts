@@ -1,7 +1,7 @@
 // A real redis-server per test file, on a free port, with no persistence; it can be killed and restarted
 // on the same port to simulate an outage.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { connect } from 'node:net'
+import { waitForPort } from './ports.ts'
 import { refusingPort } from './upstreams.ts'
 
 export interface RunningRedis {
@@ -19,7 +19,7 @@ export async function startRedis(): Promise<RunningRedis> {
   let proc: ChildProcess | null = null
   const launch = async () => {
     proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-    await waitForPort(port, 10_000)
+    await waitForPort(port, 10_000, 'redis-server')
   }
   const kill = async () => {
     const running = proc
@@ -32,16 +32,3 @@ export async function startRedis(): Promise<RunningRedis> {
   return { port, url: `redis://127.0.0.1:${port}`, kill, restart: launch, stop: kill }
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1')
-      socket.once('connect', () => { socket.destroy(); resolve(true) })
-      socket.once('error', () => resolve(false))
-    })
-    if (open) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`redis-server did not start on port ${port} within ${timeoutMs}ms`)
-}
