@@ -61,9 +61,8 @@ export interface Ctx {
 export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
   try {
     // Phases answer synchronously when they can (an L1 hit never waits for a promise); await only then.
-    let reply = route(ctx) ?? admit(ctx)
-    if (!reply) { const step = identify(ctx); reply = step instanceof Promise ? await step : step }
-    if (!reply) { const step = limit(ctx); reply = step instanceof Promise ? await step : step }
+    const gated = gate(ctx)
+    let reply = gated instanceof Promise ? await gated : gated
     ctx.marks.limited = performance.now()
     if (!reply && ctx.route?.tunnel) return await serveTunnel(ctx, res)
     if (!reply) { const step = lookup(ctx); reply = step instanceof Promise ? await step : step }
@@ -78,6 +77,18 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
     if (res.writableFinished || res.destroyed) log(ctx)
     else res.once('close', () => log(ctx))
   }
+}
+
+/**
+ * The gates every request passes before anything is served or tunnelled (WebSocket upgrades too): route,
+ * admit, identify, limit. Synchronous unless identify or limit has to wait.
+ */
+export function gate(ctx: Ctx): Verdict | Promise<Verdict> {
+  const reply = route(ctx) ?? admit(ctx)
+  if (reply) return reply
+  const identified = identify(ctx)
+  if (identified instanceof Promise) return identified.then((verdict) => verdict ?? limit(ctx))
+  return identified ?? limit(ctx)
 }
 
 /** The one place gateway headers are added to every response, local or proxied. */

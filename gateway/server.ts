@@ -5,12 +5,9 @@ import type { Duplex } from 'node:stream'
 import proxyAddr from 'proxy-addr'
 import type { Plan } from './config/compile.ts'
 import type { Services } from './services.ts'
-import { handle, type Ctx } from './pipeline.ts'
+import { gate, handle, type Ctx } from './pipeline.ts'
 import { GatewayError, toGatewayError, writeRawProblem, type ErrorCode } from './errors.ts'
-import { route } from './routing/route.ts'
-import { admit } from './admit.ts'
-import { identify } from './routing/client.ts'
-import { limit } from './ratelimit/limit.ts'
+import { maxBodySize } from './admit.ts'
 import { requestIdFor } from './request-id.ts'
 import { createUpgradeHandler } from './upstream/websocket.ts'
 import { publishNotice } from './observability/events.ts'
@@ -40,8 +37,8 @@ export function createProxyServer(state: GatewayState): Server {
   // within the route's limit, so a too-large upload gets its 413 before it is sent (as nginx does).
   server.on('checkContinue', (req, res) => {
     const ctx = newCtx(state, req)
-    const route = ctx.plan.router.find(req.method ?? 'POST', req.headers.host, req.url ?? '/')?.route
-    if (!(Number(req.headers['content-length']) > (route?.maxBodySize ?? ctx.plan.config.listen.maxBodySize))) res.writeContinue()
+    ctx.route = ctx.plan.router.find(req.method ?? 'POST', req.headers.host, req.url ?? '/')?.route
+    if (!(Number(req.headers['content-length']) > maxBodySize(ctx))) res.writeContinue()
     void handle(ctx, res)
   })
   server.on('clientError', answerClientError)
@@ -87,11 +84,8 @@ async function gateUpgrade(state: GatewayState, req: IncomingMessage, socket: Du
   head: Buffer, tunnel: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): Promise<void> {
   const ctx = newCtx(state, req)
   try {
-    // These phases refuse by throwing; none of them answers a request it lets through.
-    route(ctx)
-    admit(ctx)
-    await identify(ctx)
-    await limit(ctx)
+    // The gates refuse by throwing; none of them answers a request it lets through.
+    await gate(ctx)
   } catch (err) {
     const refusal = toGatewayError(err)
     publishNotice({ level: 'info', msg: 'upgrade refused', code: refusal.code, requestId: ctx.id })

@@ -43,6 +43,9 @@ const CONDITIONAL_HEADERS = ['if-none-match', 'if-modified-since', 'if-match', '
 export async function requestUpstream(ctx: Ctx, signal: AbortSignal, conditionals?: Record<string, string>): Promise<Dispatcher.ResponseData> {
   const { req } = ctx
   const { upstream } = ctx.services
+  if (upstream.inFlight >= upstream.capacity) {
+    throw new GatewayError('overloaded', { detail: `${upstream.inFlight} requests are already waiting for the upstream` })
+  }
   const headers = upstreamRequestHeaders(req.headers, {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.plan.isTrustedProxy(ctx.peerAddress, 0),
@@ -58,9 +61,6 @@ export async function requestUpstream(ctx: Ctx, signal: AbortSignal, conditional
     // The gateway continues the client's trace; the upstream gets the gateway's span as parent, once.
     for (const name of TRACE_HEADERS) delete headers[name]
     Object.assign(headers, trace)
-  }
-  if (upstream.inFlight >= upstream.capacity) {
-    throw new GatewayError('overloaded', { detail: `${upstream.inFlight} requests are already waiting for the upstream` })
   }
   const options: Dispatcher.RequestOptions = {
     method: req.method as Dispatcher.HttpMethod,
