@@ -74,7 +74,9 @@ export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {
     send(ctx, res, fail(ctx, toGatewayError(err)))
   } finally {
     ctx.cacheState?.release?.()
-    if (res.writableFinished || res.destroyed) log(ctx)
+    // Once end() has taken the whole body (always so for a Buffer), the answer is the socket's to deliver:
+    // log now rather than keep a 'close' listener per request. Streams still being piped log when done.
+    if (res.writableEnded || res.destroyed) log(ctx)
     else res.once('close', () => log(ctx))
   }
 }

@@ -2,7 +2,6 @@
 // would see it (host and forwarded proto included, query sorted), hashed before it reaches any store.
 // Request headers are keyed only through Vary: nothing else a client sends can change a cached body.
 import { hash as digest } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
 import { withoutQuery } from '../routing/router.ts'
 
 export interface KeyInput {
@@ -15,14 +14,22 @@ export interface KeyInput {
 }
 
 export function primaryKey(input: KeyInput): string {
-  const text = `${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`
-  let key = recentKeys.get(text)
-  if (key === undefined) recentKeys.set(text, key = hash(text))
+  // Hot keys are looked up again and again: remembering the digest of the raw inputs spares the
+  // normalisation and a SHA-256 per cache hit.
+  const raw = `${input.scope}\n${input.proto}\n${input.host}\n${input.url}`
+  let key = recentKeys.get(raw)
+  if (key === undefined) {
+    key = hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`)
+    // A plain Map emptied when full: cheaper per hit than an LRU, and a flood of unique URLs only costs
+    // the digests it would have cost anyway.
+    if (recentKeys.size >= RECENT_KEYS) recentKeys.clear()
+    recentKeys.set(raw, key)
+  }
   return key
 }
 
-/** Hot keys are looked up again and again: remembering their digest spares a SHA-256 per cache hit. */
-const recentKeys = new LRUCache<string, string>({ max: 10_000 })
+const RECENT_KEYS = 10_000
+const recentKeys = new Map<string, string>()
 
 /** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted by name. */
 export function normalizeTarget(url: string): string {

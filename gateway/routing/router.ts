@@ -42,14 +42,31 @@ export function createRouter<R>(routes: ReadonlyArray<{ route: R; specs: readonl
   for (const { spec, route } of implicitHeads) {
     if (!router.hasRoute('HEAD', spec.path, spec.host ? { host: spec.host } : {})) register(router, 'HEAD', spec, route)
   }
+  // Clients ask for the same few paths again and again: remember recent answers, per method, keyed by the
+  // path (and the host, when some route names one). The key cannot be ambiguous: a request target holds no
+  // space. The memo is emptied when full, and rebuilt with the router on reload.
+  const hostAware = routes.some(({ specs }) => specs.some((spec) => spec.host !== undefined))
+  const recent = new Map<string, Map<string, RouteMatch<R> | null>>()
+  let remembered = 0
   return {
     find(method, host, url) {
-      const found = router.find(method as FindMyWay.HTTPMethod, pathForMatching(withoutQuery(url)), host ? { host: stripPort(host) } : {})
-      if (!found) return null
-      return { route: found.store as R, params: found.params as Record<string, string> }
+      const path = withoutQuery(url)
+      const key = hostAware ? `${path} ${host ?? ''}` : path
+      let byPath = recent.get(method)
+      let match = byPath?.get(key)
+      if (match !== undefined) return match
+      const found = router.find(method as FindMyWay.HTTPMethod, pathForMatching(path), host ? { host: stripPort(host) } : {})
+      match = found ? { route: found.store as R, params: Object.freeze(found.params) as Record<string, string> } : null
+      if (remembered >= RECENT_MATCHES) { recent.clear(); remembered = 0; byPath = undefined }
+      if (!byPath) recent.set(method, byPath = new Map())
+      byPath.set(key, match)
+      remembered++
+      return match
     },
   }
 }
+
+const RECENT_MATCHES = 10_000
 
 function register<R>(router: FindMyWay.Instance<FindMyWay.HTTPVersion.V1>, method: string, spec: RouteMatchSpec, route: R): void {
   const options = spec.host ? { constraints: { host: spec.host } } : {}
