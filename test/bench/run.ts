@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { chooseGenerator, runAb, type LoadSpec } from './load.ts'
 import { cacheCounts, hitRates, salesFlowMix, type CacheCounts, type HitRate } from './mix.ts'
-import { ROOT, choosePinning, sampleRss, stopAll, stopOnSignals, which } from './procs.ts'
+import { ROOT, choosePinning, sampleRss, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
 import { addRatios, checkGoals, markdown, toRow, type AbOutcome, type Report, type Row, type Run } from './report.ts'
 import { GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario } from './scenarios.ts'
 import { Lab } from './targets.ts'
@@ -278,14 +278,18 @@ async function measure(s: Scenario, spec: LoadSpec): Promise<Run> {
   const target = await lab.get(s.target)
   const upstream = s.upstream ? await (await lab.upstream(s.upstream)).listener(s.upstream === s.target ? 'direct' : s.target) : undefined
   await upstream?.stats(true)
-  const stopRss = sampleRss(s.upstream === s.target ? (await lab.get(s.target)).pid : target.pid)
+  const stopRss = sampleRss(target.pid)
+  const pid = target.pid ?? -1
+  const cpuBefore = pid > 0 ? treeCpuUs(pid) : null
   try {
     const sample = await generator.run(spec)
     const rssMiB = stopRss()
+    const cpuAfter = cpuBefore === null ? null : treeCpuUs(pid)
+    const cpuUs = cpuBefore !== null && cpuAfter !== null && sample.requests > 0 ? (cpuAfter - cpuBefore) / sample.requests : null
     const counts = await upstream?.stats(false)
-    return { ...sample, rssMiB, upstreamMax: counts?.maxOpen ?? null }
+    return { ...sample, rssMiB, cpuUs, upstreamMax: counts?.maxOpen ?? null }
   } catch (err) {
     stopRss()
-    return { rps: 0, p50: NaN, p99: NaN, errors: 0, non2xx: 0, socketErrors: 0, requests: 0, rssMiB: null, upstreamMax: null, failure: (err as Error).message.split('\n')[0] }
+    return { rps: 0, p50: NaN, p99: NaN, errors: 0, non2xx: 0, socketErrors: 0, requests: 0, rssMiB: null, cpuUs: null, upstreamMax: null, failure: (err as Error).message.split('\n')[0] }
   }
 }
