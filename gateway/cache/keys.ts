@@ -3,6 +3,7 @@
 // Request headers are keyed only through Vary: nothing else a client sends can change a cached body.
 import { hash as digest } from 'node:crypto'
 import { withoutQuery } from '../routing/router.ts'
+import { Memo } from '../memo.ts'
 
 export interface KeyInput {
   /** "public", "anon", "user:<sub>" or "cred:<hash>": whose entry this is. */
@@ -17,19 +18,11 @@ export function primaryKey(input: KeyInput): string {
   // Hot keys are looked up again and again: remembering the digest of the raw inputs spares the
   // normalisation and a SHA-256 per cache hit.
   const raw = `${input.scope}\n${input.proto}\n${input.host}\n${input.url}`
-  let key = recentKeys.get(raw)
-  if (key === undefined) {
-    key = hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`)
-    // A plain Map emptied when full: cheaper per hit than an LRU, and a flood of unique URLs only costs
-    // the digests it would have cost anyway.
-    if (recentKeys.size >= RECENT_KEYS) recentKeys.clear()
-    recentKeys.set(raw, key)
-  }
-  return key
+  return recentKeys.get(raw)
+    ?? recentKeys.set(raw, hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`))
 }
 
-const RECENT_KEYS = 10_000
-const recentKeys = new Map<string, string>()
+const recentKeys = new Memo<string>(10_000)
 
 /** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted by name. */
 export function normalizeTarget(url: string): string {

@@ -4,6 +4,7 @@
 // Ids, random numbers and times come in as arguments; sentry.ts supplies them.
 import type { IncomingHttpHeaders } from 'node:http'
 import { FILTERED, isSensitiveName, scrubDeep, scrubString } from './scrub.ts'
+import { Memo } from '../memo.ts'
 
 /** The client's trace, when it sent one we can continue. */
 export interface IncomingTrace {
@@ -241,33 +242,21 @@ export function scrubbedDsc(dsc: Record<string, string>): Record<string, string>
  * scrubString, remembered: the same few texts (route names, ops, policies, the upstream) recur in every event,
  * and filtering them each time cost more than the rest of the event. Bounded: forgotten all at once when full.
  */
-const cleaned = new Map<string, string>()
-const MAX_REMEMBERED = 4096
+const cleaned = new Memo<string>(4096)
 
 /** Hex ids, UUIDs and numbers: nothing scrubString looks for can hide in these, and they are mostly unique. */
 const PLAIN = /^[0-9a-f.-]*$/
 
 function clean(text: string): string {
-  let out = cleaned.get(text)
-  if (out === undefined) {
-    if (PLAIN.test(text)) return text
-    out = scrubString(text)
-    if (cleaned.size >= MAX_REMEMBERED) cleaned.clear()
-    cleaned.set(text, out)
-  }
-  return out
+  const out = cleaned.get(text)
+  if (out !== undefined) return out
+  return PLAIN.test(text) ? text : cleaned.set(text, scrubString(text))
 }
 
-const sensitiveNames = new Map<string, boolean>()
+const sensitiveNames = new Memo<boolean>(4096)
 
 function sensitive(name: string): boolean {
-  let answer = sensitiveNames.get(name)
-  if (answer === undefined) {
-    answer = isSensitiveName(name)
-    if (sensitiveNames.size >= MAX_REMEMBERED) sensitiveNames.clear()
-    sensitiveNames.set(name, answer)
-  }
-  return answer
+  return sensitiveNames.get(name) ?? sensitiveNames.set(name, isSensitiveName(name))
 }
 
 /** scrubDeep for a flat record: sensitive names filtered, texts cleaned, numbers and booleans kept. */
