@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { waitForPort } from './ports.ts'
+import { run } from './run.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -93,18 +94,6 @@ async function waitForClusterOk(nodes: ClusterNode[], timeoutMs: number): Promis
   throw new Error(`the cluster did not reach cluster_state:ok within ${timeoutMs}ms:\n${last}`)
 }
 
-
-export function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-    proc.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-    proc.once('error', reject)
-    proc.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
 
 /** SIGKILL and wait for the exit: no persistence, nothing to flush. */
 export async function stopProcess(proc: ChildProcess): Promise<void> {

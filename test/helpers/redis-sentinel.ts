@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { refusingPort } from './upstreams.ts'
-import { run, stopProcess, type ClusterNode } from './redis-cluster.ts'
+import { stopProcess, type ClusterNode } from './redis-cluster.ts'
+import { run } from './run.ts'
 import { waitForPort } from './ports.ts'
 
 export interface RunningSentinel {

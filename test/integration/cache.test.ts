@@ -11,6 +11,7 @@ import { startGateway, type RunningGateway } from '../helpers/gateway.ts'
 import { startRedis } from '../helpers/redis.ts'
 import { startCountingUpstream } from '../helpers/counting-upstream.ts'
 import { httpRequest } from '../helpers/http.ts'
+import { until } from '../helpers/wait.ts'
 
 const ADMIN_TOKEN = 'purge-token-for-tests'
 
@@ -40,16 +41,6 @@ async function patch(url: string, token: string, fields: Record<string, unknown>
 }
 
 const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
-
-/** Polls until check() is true or the (generous) bound passes; returns whether it became true. */
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 25): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return true
-    if (Date.now() >= deadline) return false
-    await sleep(stepMs)
-  }
-}
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
 

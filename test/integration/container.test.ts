@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream'
 import { ROOT } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream } from '../helpers/upstreams.ts'
 import { createDatabase, findPostgresBin, startTempCluster } from '../helpers/postgres.ts'
+import { run, type RunResult } from '../helpers/run.ts'
 
 // npm ci of every dependency (the demo stage) on a loaded 2-core machine: far more than tap's default.
 t.setTimeout(600_000)
@@ -118,20 +119,6 @@ interface Image {
   cmd: string[] | null
   /** Files COPY took from the build context, relative to the context. */
   fromContext: string[]
-}
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function runToEnd(command: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-    proc.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-    proc.once('error', reject)
-    proc.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
 }
 
 /** What a RUN may use from the machine: the npm cache and registry settings, not the test runner's own variables. */
@@ -270,7 +257,7 @@ class Builder {
     if (words[0] !== 'npm' || words[1] !== 'ci' || !words.slice(2).every((word) => /^--[\w-]+(=[\w-]+)?$/.test(word))) {
       throw new Error(`${where}: only "npm ci --flags" is performed by this test, got: RUN ${step.args}`)
     }
-    const result = await runToEnd('npm', [...words.slice(1), '--prefer-offline'], { cwd: host('.'), env: buildEnv(image.env) })
+    const result = await run('npm', [...words.slice(1), '--prefer-offline'], { cwd: host('.'), env: buildEnv(image.env) })
     if (result.code !== 0) throw new Error(`${where}: RUN ${step.args} exited ${result.code}\n${result.stdout}\n${result.stderr}`)
   }
 }
@@ -354,9 +341,9 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
   ])
 }
 
-function healthcheck(image: Image, env: NodeJS.ProcessEnv): Promise<Result> {
+function healthcheck(image: Image, env: NodeJS.ProcessEnv): Promise<RunResult> {
   const [program, args] = argv(image, image.healthcheck!.command)
-  return runToEnd(program, args, { cwd: join(image.root, image.workdir), env })
+  return run(program, args, { cwd: join(image.root, image.workdir), env })
 }
 
 // ---- the tests -------------------------------------------------------------------------------------------

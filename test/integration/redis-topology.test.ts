@@ -4,24 +4,15 @@
 // one replica drops what it made stale on the others, with the keys spread over the cluster's nodes.
 import t from 'tap'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Cluster } from 'ioredis'
 import { hash } from '../../gateway/cache/keys.ts'
 import { configFor, startGateway, type RunningGateway } from '../helpers/gateway.ts'
 import { startCountingUpstream } from '../helpers/counting-upstream.ts'
 import { httpRequest } from '../helpers/http.ts'
-import { run, startRedisCluster } from '../helpers/redis-cluster.ts'
+import { startRedisCluster } from '../helpers/redis-cluster.ts'
+import { run } from '../helpers/run.ts'
+import { until } from '../helpers/wait.ts'
 import { startRedisSentinel } from '../helpers/redis-sentinel.ts'
-
-/** Polls until check() is true or the bound passes; returns whether it became true. */
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 25): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return true
-    if (Date.now() >= deadline) return false
-    await sleep(stepMs)
-  }
-}
 
 // An upstream with versioned items: PATCH /items/:id bumps the item's version.
 const versions = new Map<string, number>()

@@ -3,14 +3,12 @@
 // every worker, /metrics sums all workers, a reload reaches all of them, a dead worker is replaced and
 // SIGTERM stops the lot. Every request opens its own connection, so round-robin spreads them over workers.
 import t from 'tap'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { startGateway, runCli, type RunningGateway } from '../helpers/gateway.ts'
 import { startUpstream } from '../helpers/upstreams.ts'
 import { httpRequest } from '../helpers/http.ts'
 import { startRedis } from '../helpers/redis.ts'
-
-const execFileP = promisify(execFile)
+import { run } from '../helpers/run.ts'
+import { until } from '../helpers/wait.ts'
 
 /** Worker ids that served the logged requests whose path starts with `prefix`. */
 function workersThatServed(gw: RunningGateway, prefix: string): Set<unknown> {
@@ -18,11 +16,7 @@ function workersThatServed(gw: RunningGateway, prefix: string): Set<unknown> {
 }
 
 async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms}ms`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  if (!(await until(check, ms, 50))) throw new Error(`${what}: not within ${ms}ms`)
 }
 
 t.test('two workers behind one port, sharing Redis', async (t) => {
@@ -61,7 +55,7 @@ routes:
 
   t.equal(JSON.parse((await httpRequest(`${gw.url}/leads/1`)).body).version, 1)
   // The entry reaches Redis just after the answer: wait for it, or the next request may beat it there.
-  const entriesInL2 = async () => (await execFileP('redis-cli', ['-p', String(redis.port), '--scan', '--pattern', '*c:*'])).stdout.trim() !== ''
+  const entriesInL2 = async () => (await run('redis-cli', ['-p', String(redis.port), '--scan', '--pattern', '*c:*'])).stdout.trim() !== ''
   await waitFor(entriesInL2, 'the entry stored in Redis')
   for (let i = 0; i < 5; i++) t.equal(JSON.parse((await httpRequest(`${gw.url}/leads/1`)).body).version, 1)
   t.equal(reads, 1, 'one upstream read: the other worker found the entry in L2')
