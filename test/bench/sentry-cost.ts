@@ -162,24 +162,31 @@ async function setUp(approach: Approach, settings: Settings): Promise<(ctx: Fake
   return builtEvent(approach, settings)
 }
 
-// ---- before: the SDK's spans (the gateway's code before trace-event.ts, trimmed to the sampled path) ----
-
-async function sdkSpans(settings: Settings): Promise<(ctx: FakeCtx) => void> {
-  const Sentry = await import('@sentry/node')
+/** The options the gateway gives Sentry.init (observability/sentry.ts): integrations, data collection, scrubbing. */
+async function gatewayOptions(Sentry: typeof import('@sentry/node'), settings: Settings): Promise<import('@sentry/node').NodeOptions> {
   const { scrubEvent, scrubSpan } = await import('../../gateway/observability/scrub.ts')
-  Sentry.init({
+  return {
     dsn: settings.dsn, environment: settings.environment, release: settings.release,
     defaultIntegrations: false,
     integrations: [Sentry.onUncaughtExceptionIntegration({ exitEvenIfOtherHandlersAreRegistered: false }),
       Sentry.onUnhandledRejectionIntegration({ mode: 'warn' }), Sentry.linkedErrorsIntegration(), Sentry.dedupeIntegration()],
     dataCollection: { userInfo: false, cookies: false, httpHeaders: false, httpBodies: [], urlQueryParams: false },
     traceLifecycle: 'static',
-    tracesSampler: ({ attributes }) => (attributes?.['gateway.sampled'] ? 1 : 0),
-    tracePropagationTargets: [],
     beforeBreadcrumb: () => null,
     beforeSend: (event) => scrubEvent(event),
     beforeSendTransaction: (event) => scrubEvent(event),
     beforeSendSpan: Sentry.withStaticSpan((span) => scrubSpan(span)),
+  }
+}
+
+// ---- before: the SDK's spans (the gateway's code before trace-event.ts, trimmed to the sampled path) ----
+
+async function sdkSpans(settings: Settings): Promise<(ctx: FakeCtx) => void> {
+  const Sentry = await import('@sentry/node')
+  Sentry.init({
+    ...await gatewayOptions(Sentry, settings),
+    tracesSampler: ({ attributes }) => (attributes?.['gateway.sampled'] ? 1 : 0),
+    tracePropagationTargets: [],
   })
   const epochSeconds = (t: number) => (performance.timeOrigin + t) / 1000
   return (ctx) => {
@@ -210,20 +217,10 @@ async function sdkSpans(settings: Settings): Promise<(ctx: FakeCtx) => void> {
 
 async function builtEvent(approach: 'build-only' | 'capture-event' | 'envelope' | 'envelope-lean' | 'envelope-undici', settings: Settings): Promise<(ctx: FakeCtx) => void> {
   const Sentry = await import('@sentry/node')
-  const { scrubEvent, scrubSpan } = await import('../../gateway/observability/scrub.ts')
   const te = await import('../../gateway/observability/trace-event.ts')
   const { randomFillSync } = await import('node:crypto')
   Sentry.init({
-    dsn: settings.dsn, environment: settings.environment, release: settings.release,
-    defaultIntegrations: false,
-    integrations: [Sentry.onUncaughtExceptionIntegration({ exitEvenIfOtherHandlersAreRegistered: false }),
-      Sentry.onUnhandledRejectionIntegration({ mode: 'warn' }), Sentry.linkedErrorsIntegration(), Sentry.dedupeIntegration()],
-    dataCollection: { userInfo: false, cookies: false, httpHeaders: false, httpBodies: [], urlQueryParams: false },
-    traceLifecycle: 'static',
-    beforeBreadcrumb: () => null,
-    beforeSend: (event) => scrubEvent(event),
-    beforeSendTransaction: (event) => scrubEvent(event),
-    beforeSendSpan: Sentry.withStaticSpan((span) => scrubSpan(span)),
+    ...await gatewayOptions(Sentry, settings),
     ...(approach === 'envelope-undici' ? { transport: await undiciTransport() } : approach === 'envelope-lean' ? { transport: await leanTransport() } : {}),
   })
   const client = Sentry.getClient()!
