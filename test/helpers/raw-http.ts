@@ -4,6 +4,7 @@
 // gateway and what did not.
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { connect, type AddressInfo, type Socket } from 'node:net'
+import { until as pollUntil } from './wait.ts'
 
 export interface ParsedResponse {
   status: number
@@ -225,9 +226,5 @@ export function asLenientUpstreamSeesIt(req: { url: string; method: string; head
 
 /** Resolves once `check` holds, polling; rejects after `giveUpMs` (a guard, so a broken gateway fails rather than hangs). */
 export async function until(check: () => boolean, giveUpMs = 10_000): Promise<void> {
-  const deadline = Date.now() + giveUpMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  if (!(await pollUntil(check, giveUpMs, 20))) throw new Error('condition not met in time')
 }

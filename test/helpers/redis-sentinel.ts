@@ -5,10 +5,10 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { refusingPort } from './upstreams.ts'
 import { stopProcess, type ClusterNode } from './redis-cluster.ts'
 import { run } from './run.ts'
+import { until } from './wait.ts'
 import { waitForPort } from './ports.ts'
 
 export interface RunningSentinel {
@@ -60,7 +60,7 @@ export async function startRedisSentinel(options: { name?: string; replica?: boo
     await waitForPort(sentinelPort, 10_000)
     const sentinel = (args: string[]) => run('redis-cli', ['-h', '127.0.0.1', '-p', String(sentinelPort), ...args]).then((r) => r.stdout.trim())
     const masterPortNow = async () => Number((await sentinel(['sentinel', 'get-master-addr-by-name', name])).split('\n')[1])
-    await until(async () => await masterPortNow() === masterPort, 10_000, 'the sentinel to name the master')
+    await waitUntil(async () => await masterPortNow() === masterPort, 10_000, 'the sentinel to name the master')
     return {
       name,
       sentinels: [{ host: '127.0.0.1', port: sentinelPort }],
@@ -69,11 +69,11 @@ export async function startRedisSentinel(options: { name?: string; replica?: boo
       async failover(timeoutMs = 30_000) {
         const deadline = Date.now() + timeoutMs
         // The sentinel learns of replicas from the master's INFO, which it asks for every 10 s.
-        await until(async () => /\bname\b/.test(await sentinel(['sentinel', 'replicas', name])), deadline - Date.now(), 'the sentinel to see the replica')
+        await waitUntil(async () => /\bname\b/.test(await sentinel(['sentinel', 'replicas', name])), deadline - Date.now(), 'the sentinel to see the replica')
         const before = await masterPortNow()
         // FAILOVER refuses while another is in progress; ask again until it is accepted.
-        await until(async () => (await sentinel(['sentinel', 'failover', name])) === 'OK', deadline - Date.now(), 'SENTINEL FAILOVER to be accepted')
-        await until(async () => await masterPortNow() !== before, deadline - Date.now(), 'the replica to be promoted')
+        await waitUntil(async () => (await sentinel(['sentinel', 'failover', name])) === 'OK', deadline - Date.now(), 'SENTINEL FAILOVER to be accepted')
+        await waitUntil(async () => await masterPortNow() !== before, deadline - Date.now(), 'the replica to be promoted')
         return masterPortNow()
       },
       stop,
@@ -84,10 +84,6 @@ export async function startRedisSentinel(options: { name?: string; replica?: boo
   }
 }
 
-async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() >= deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  if (!(await until(check, timeoutMs, 100))) throw new Error(`timed out waiting for ${what}`)
 }

@@ -4,18 +4,10 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { ROOT } from '../helpers/gateway.ts'
-
-/** A port that was free a moment ago: listen on 0, note the port, close. */
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+import { refusingPort } from '../helpers/upstreams.ts'
 
 function tryConnect(port: number): Promise<string> {
   return new Promise((resolve) => {
@@ -35,7 +27,7 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
 
 // Three distinct free ports (distinct even if the OS hands one out twice in a row).
 const ports = new Set<number>()
-while (ports.size < 3) ports.add(await freePort())
+while (ports.size < 3) ports.add(await refusingPort())
 const [demoPort, port, adminPort] = [...ports] as [number, number, number]
 const base = `http://127.0.0.1:${port}`
 
