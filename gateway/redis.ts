@@ -35,9 +35,6 @@ export interface SharedRedis {
   close(): Promise<void>
 }
 
-/** A failure within this long of a recovery continues the episode that ended: one announcement per flapping outage. */
-const FLAP_WINDOW_MS = 10_000
-
 export function openRedis(settings: RedisSettings): SharedRedis | null {
   const client = createClient(settings)
   if (!client) return null
@@ -45,28 +42,15 @@ export function openRedis(settings: RedisSettings): SharedRedis | null {
   let up = false
   let everUp = false
   let outageSince = 0
-  // The last episode, kept for a while after it ended: see startEpisode.
-  let ended = { since: 0, at: 0 }
-  const endEpisode = () => {
-    if (!outageSince) return
-    publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
-    ended = { since: outageSince, at: Date.now() }
-    outageSince = 0
-  }
   client.on('ready', () => {
     up = true
-    if (!outageSince && !everUp) publishNotice({ level: 'info', msg: 'redis connected', topology })
+    if (outageSince) publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
+    else if (!everUp) publishNotice({ level: 'info', msg: 'redis connected', topology })
     everUp = true
-    endEpisode()
+    outageSince = 0
   })
   const startEpisode = (err: unknown) => {
     if (outageSince) return
-    // A failure soon after a recovery is the same episode flapping (a restarted Redis still loading, a
-    // command timing out on a busy machine, a failover settling): it goes on without a second announcement.
-    if (ended.at && Date.now() - ended.at < FLAP_WINDOW_MS) {
-      outageSince = ended.since
-      return
-    }
     outageSince = Date.now()
     publishNotice({ level: 'error', msg: 'redis unavailable; in-process fallback in use', event: 'redis_outage', err: (err as Error | undefined)?.message })
   }
@@ -92,7 +76,9 @@ export function openRedis(settings: RedisSettings): SharedRedis | null {
     isUp: () => up,
     reportFailure: startEpisode,
     reportSuccess() {
-      if (up) endEpisode()
+      if (!outageSince || !up) return
+      publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
+      outageSince = 0
     },
     // The subscriber may queue (it subscribes once, on 'ready') and has no command timeout: SUBSCRIBE
     // holds the connection open. A Cluster's duplicate subscribes through one node of its choosing and
