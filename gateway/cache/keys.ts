@@ -15,14 +15,21 @@ export interface KeyInput {
 }
 
 export function primaryKey(input: KeyInput): string {
-  // Hot keys are looked up again and again: remembering the digest of the raw inputs spares the
-  // normalisation and a SHA-256 per cache hit.
+  // Hot keys are looked up again and again. The last key made for a request target is kept under that
+  // target (the string node parsed: the route lookup has hashed it already) and is reused when scope, host
+  // and proto are the same again, so a repeated public hit builds no string. Other requests find their
+  // digest under all four raw inputs, which spares the normalisation and a SHA-256 per hit.
+  const last = lastKeys.get(input.url)
+  if (last !== undefined && last.scope === input.scope && last.host === input.host && last.proto === input.proto) return last.key
   const raw = `${input.scope}\n${input.proto}\n${input.host}\n${input.url}`
-  return recentKeys.get(raw)
+  const key = recentKeys.get(raw)
     ?? recentKeys.set(raw, hash(`${input.scope}\n${input.proto}://${input.host.toLowerCase()}${normalizeTarget(input.url)}`))
+  lastKeys.set(input.url, { ...input, key })
+  return key
 }
 
 const recentKeys = new Memo<string>(10_000)
+const lastKeys = new Memo<KeyInput & { key: string }>(10_000)
 
 /** "/a//b/%7Euser?b=2&a=1" → "/a//b/~user?a=1&b=2": unreserved characters decoded, query sorted by name. */
 export function normalizeTarget(url: string): string {

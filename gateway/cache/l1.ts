@@ -18,6 +18,11 @@ export class MemoryTier implements CacheStore {
       maxSize: maxBytes,
       maxEntrySize: maxBytes,
       ttlAutopurge: false,
+      // lru-cache reads the clock once per ttlResolution and arms a timer to forget the reading: at the
+      // default 1 ms that was a timer every few hits. Freshness is judged by the entries themselves; the
+      // LRU's own TTL only drops entries once useless (or past the cap while pub/sub is down), where
+      // 100 ms early or late changes nothing.
+      ttlResolution: 100,
       allowStale: false,
       dispose: (variants, primary, reason) => {
         this.#unindex(primary, variants)

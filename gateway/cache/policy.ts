@@ -111,7 +111,9 @@ export function notModified(entry: Entry, request: Headers): boolean {
     const ours = weak(etag)
     return ifNoneMatch.split(',').some((tag) => weak(tag.trim()) === ours)
   }
-  const since = Date.parse(single(request['if-modified-since']) ?? '')
+  const ifModifiedSince = single(request['if-modified-since'])
+  if (ifModifiedSince === undefined) return false
+  const since = Date.parse(ifModifiedSince)
   const modified = Date.parse(single(entry.headers['last-modified']) ?? '')
   return Number.isFinite(since) && Number.isFinite(modified) && modified <= since
 }
@@ -136,10 +138,13 @@ export function mergeNotModified(stored: Entry['headers'], update: Headers): Ent
   return merged
 }
 
-export function cacheControl(headers: Headers): Record<string, string | true> {
-  const directives: Record<string, string | true> = {}
+/** Most requests send no Cache-Control: they share one empty, frozen answer. */
+const NO_DIRECTIVES: Readonly<Record<string, string | true>> = Object.freeze({})
+
+export function cacheControl(headers: Headers): Readonly<Record<string, string | true>> {
   const value = single(headers['cache-control'])
-  if (!value) return directives
+  if (!value) return NO_DIRECTIVES
+  const directives: Record<string, string | true> = {}
   for (const part of value.split(',')) {
     const [name, argument] = part.split('=', 2) as [string, string | undefined]
     const key = name.trim().toLowerCase()

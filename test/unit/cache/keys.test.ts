@@ -18,6 +18,30 @@ t.test('the primary key separates scopes, hosts and protocols, and hides what it
   t.notMatch(key, /alice|leads/, 'hashed before it reaches any store')
 })
 
+t.test('remembered keys never answer for other inputs, however the requests for one target interleave', async (t) => {
+  const url = '/api/dashboard'
+  const inputs = [
+    { scope: 'user:alice', host: 'api.example|', proto: 'http', url },
+    { scope: 'user:bob', host: 'api.example|', proto: 'http', url },
+    { scope: 'user:alice', host: 'api.example|evil.example', proto: 'http', url },
+    { scope: 'user:alice', host: 'api.example|', proto: 'https', url },
+    { scope: 'public', host: 'api.example|', proto: 'http', url },
+  ]
+  // Fresh string objects each time, as node parses them, so no answer can hang on string identity.
+  const fresh = (text: string) => Buffer.from(text).toString('latin1')
+  const first = inputs.map((input) => primaryKey({ scope: fresh(input.scope), host: fresh(input.host), proto: fresh(input.proto), url: fresh(url) }))
+  t.equal(new Set(first).size, inputs.length, 'one key per scope, host and proto')
+  // Every input right after every other (and itself): each pair differs in one field or more.
+  for (let i = 0; i < inputs.length; i++) {
+    for (let j = 0; j < inputs.length; j++) {
+      for (const k of [i, j]) {
+        const input = inputs[k]!
+        t.equal(primaryKey({ scope: fresh(input.scope), host: fresh(input.host), proto: fresh(input.proto), url: fresh(url) }), first[k], `input ${k} keeps its key after input ${i}`)
+      }
+    }
+  }
+})
+
 t.test('parent collections', async (t) => {
   t.equal(parentPath('/api/leads/5'), '/api/leads')
   t.equal(parentPath('/api/leads/'), '/api')
