@@ -10,7 +10,7 @@ import { GatewayError, toGatewayError, writeRawProblem, type ErrorCode } from '.
 import { maxBodySize } from './admit.ts'
 import { requestIdFor } from './request-id.ts'
 import { createUpgradeHandler } from './upstream/websocket.ts'
-import { publishNotice } from './observability/events.ts'
+import { publishNotice, publishRequest } from './observability/events.ts'
 
 /** What a reload swaps. Requests read it once, when they arrive, and keep that Plan to the end. */
 export interface GatewayState {
@@ -78,20 +78,23 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
 /**
  * An Upgrade request passes the gates every request passes (route, admit, identify, limit) before it is
  * tunnelled. Without them "Upgrade: websocket" on any GET skipped the rate limit: an upstream answers such
- * a GET as an ordinary one, and the tunnel relays that answer.
+ * a GET as an ordinary one, and the tunnel relays that answer. Like any request it is logged and counted
+ * once: a refusal at once, a tunnel when it closes.
  */
 async function gateUpgrade(state: GatewayState, req: IncomingMessage, socket: Duplex,
-  head: Buffer, tunnel: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): Promise<void> {
+  head: Buffer, tunnel: (ctx: Ctx, socket: Duplex, head: Buffer) => void): Promise<void> {
   const ctx = newCtx(state, req)
   try {
     // The gates refuse by throwing; none of them answers a request it lets through.
     await gate(ctx)
   } catch (err) {
     const refusal = toGatewayError(err)
-    publishNotice({ level: 'info', msg: 'upgrade refused', code: refusal.code, requestId: ctx.id })
-    return writeRawProblem(socket, refusal, ctx.id)
+    ctx.error = refusal
+    ctx.status = refusal.status
+    writeRawProblem(socket, refusal, ctx.id)
+    return publishRequest(ctx)
   }
-  tunnel(req, socket, head)
+  tunnel(ctx, socket, head)
 }
 
 /** node's parser refused the request (too large a head, malformed, too slow): answer it if we still can. */

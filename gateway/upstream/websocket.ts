@@ -1,38 +1,58 @@
-// WebSocket (and any other Upgrade) requests: routed like the rest, then tunnelled to the upstream by
-// http-proxy. Failures before the upstream answered get the same problem+json a plain request would.
-import type { IncomingMessage } from 'node:http'
+// WebSocket (and any other Upgrade) requests, once through the gates (server.ts): tunnelled to the upstream
+// by http-proxy. Failures before the upstream answered get the same problem+json a plain request would.
+// The tunnel is one request to the logs, metrics and Sentry, published when it closes: status 101 (or the
+// upstream's refusal, or the failure), bytes sent to the client, and the tunnel's lifetime as duration, as
+// nginx logs a proxied WebSocket.
+import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { GatewayState } from '../server.ts'
-import { writeRawProblem, GatewayError } from '../errors.ts'
-import { requestIdFor } from '../request-id.ts'
-import { publishNotice } from '../observability/events.ts'
+import type { Ctx } from '../pipeline.ts'
+import { writeRawProblem } from '../errors.ts'
+import { publishNotice, publishRequest } from '../observability/events.ts'
 import { toUpstreamError } from './forward.ts'
 
-export function createUpgradeHandler(state: GatewayState): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+export function createUpgradeHandler(state: GatewayState): (ctx: Ctx, socket: Duplex, head: Buffer) => void {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: true })
   // Every call below passes its own error callback; this catches what http-proxy emits besides.
   proxy.on('error', (err) => publishNotice({ level: 'warn', msg: 'websocket proxy error', err }))
-  return (req, socket, head) => {
-    const { plan } = state
+  const tunnels = new WeakMap<IncomingMessage, Ctx>()
+  // What the upstream answered: 101 when it switched protocols, else its refusal, which http-proxy relays.
+  proxy.on('proxyReqWs', (upstreamRequest: ClientRequest, req: IncomingMessage) => {
+    const ctx = tunnels.get(req)
+    if (!ctx) return
+    upstreamRequest.once('upgrade', (res: IncomingMessage) => { ctx.status = res.statusCode })
+    upstreamRequest.once('response', (res: IncomingMessage) => { ctx.status = res.statusCode })
+  })
+  return (ctx, socket, head) => {
+    const { req } = ctx
     const { upstream } = state.services
-    const requestId = requestIdFor(req.headers)
-    const matched = plan.router.find(req.method ?? 'GET', req.headers.host, req.url ?? '/')
-    if (!matched && plan.config.unmatched === 'reject') return writeRawProblem(socket, new GatewayError('route_not_found'), requestId)
-    if (!plan.isTrustedProxy(req.socket.remoteAddress ?? '', 0)) {
+    if (!ctx.plan.isTrustedProxy(ctx.peerAddress, 0)) {
       // An untrusted client may not speak for earlier hops; http-proxy appends the real peer itself.
       delete req.headers['x-forwarded-for']
       delete req.headers['x-forwarded-proto']
       delete req.headers['x-forwarded-host']
     }
-    req.headers['x-request-id'] = requestId
-    req.url = upstream.basePath + (req.url ?? '/')
+    req.headers['x-request-id'] = ctx.id
+    tunnels.set(req, ctx)
+    socket.once('close', () => {
+      ctx.bytesOut = (socket as Socket).bytesWritten ?? 0
+      publishRequest(ctx)
+    })
+    // http-proxy builds the upstream request from req.url within this call; the log keeps the client's target.
+    const clientTarget = req.url ?? '/'
+    req.url = upstream.basePath + clientTarget
     proxy.ws(req, socket, head, { target: upstream.origin, changeOrigin: upstream.settings.host === 'upstream' }, (err) => {
       const failure = toUpstreamError(err)
-      publishNotice({ level: 'warn', msg: 'websocket upgrade failed', code: failure.code, requestId, err })
-      if ((socket as Socket).bytesWritten === 0 && socket.writable) writeRawProblem(socket, failure, requestId)
+      publishNotice({ level: 'warn', msg: 'websocket upgrade failed', code: failure.code, requestId: ctx.id, err })
+      if (ctx.status === undefined) {
+        ctx.error = failure
+        ctx.status = failure.status
+      }
+      if ((socket as Socket).bytesWritten === 0 && socket.writable) writeRawProblem(socket, failure, ctx.id)
       else socket.destroy()
     })
+    req.url = clientTarget
   }
 }

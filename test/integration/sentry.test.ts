@@ -1,5 +1,6 @@
 // Sentry, on the wire: a local stand-in for Sentry's ingest receives what the gateway really sends.
 import t from 'tap'
+import { request, type IncomingMessage } from 'node:http'
 import { startSentryReceiver } from '../helpers/sentry-receiver.ts'
 import { configFor, startGateway } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream } from '../helpers/upstreams.ts'
@@ -37,6 +38,25 @@ t.test('an upstream 502 is one error event: tagged with route and request id, gr
   t.same(event.fingerprint, ['upstream', 'leads', 'upstream_unreachable'], 'grouped by route and error class, not by URL')
   for (const secret of SECRETS) t.notOk(raw().includes(secret), `${secret.slice(0, 12)}… never leaves`)
   t.notOk(raw().includes('/api/leads/7'), 'nor does the raw URL')
+})
+
+t.test('a WebSocket upgrade to an unreachable upstream is one error event too, with the id the client got', async (t) => {
+  const port = await refusingPort()
+  const gw = await startGateway(configFor(`http://127.0.0.1:${port}`, `${sentryConfig()}routes:\n  - { name: socket, match: GET /ws/:room }\n`))
+  t.teardown(() => gw.stop())
+  const before = receiver.items('event').length
+  const answer = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = request(`${gw.url}/ws/lobby`, { agent: false, headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    req.on('response', (res) => { res.resume(); resolve(res) })
+    req.on('upgrade', () => reject(new Error('upgraded to an unreachable upstream')))
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(answer.statusCode, 502)
+  await receiver.waitFor(() => receiver.items('event').length > before)
+  const event = receiver.items('event').slice(before)[0]!
+  t.match(event.tags, { route: 'socket', method: 'GET', status: '502', request_id: answer.headers['x-request-id'] })
+  t.same(event.fingerprint, ['upstream', 'socket', 'upstream_unreachable'])
 })
 
 t.test('a sampled request is a transaction with rate-limit, cache-lookup and upstream spans, continuing the client\'s trace', async (t) => {

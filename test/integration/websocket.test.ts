@@ -167,6 +167,11 @@ t.test('the tunnel closes when the client closes it, and the gateway keeps servi
   handshake.socket.end()
   await within(5_000, 'upstream socket close', upstreamSide!.closed)
   await within(5_000, 'client socket close', new Promise((resolve) => handshake.socket.once('close', resolve)))
+  // One access-log line for the tunnel once it closed, under the id the upstream was given.
+  const line = await gateway.waitForLog((l) => l.msg === 'request' && l.path === '/ws/closing')
+  t.match(line, { route: 'socket', method: 'GET', status: 101, requestId: upstreamSide?.headers['x-request-id'] })
+  t.ok((line.bytesOut as number) > 0, 'the 101 head counts as bytes sent')
+  t.equal(gateway.logs.filter((l) => l.msg === 'request' && l.path === '/ws/closing').length, 1, 'logged once')
   const again = await within(10_000, 'second upgrade', openUpgrade(`${gateway.url}/ws/again`))
   t.equal(again.res.statusCode, 101, 'a new upgrade still works')
   if (again.kind === 'upgrade') again.socket.destroy()
@@ -190,6 +195,8 @@ routes:
     t.match(JSON.parse(refused.body), { status: 404, code: 'route_not_found', requestId: refused.res.headers['x-request-id'] })
   }
   t.equal(echo.upgrades.length, before, 'the refused upgrade never reached the upstream')
+  t.match(await gw.waitForLog((l) => l.msg === 'request' && l.path === '/elsewhere'),
+    { status: 404, error: 'route_not_found', requestId: refused.res.headers['x-request-id'] }, 'a refused upgrade is logged like a refused request')
 
   const allowed = await within(10_000, 'allowed upgrade', openUpgrade(`${gw.url}/ws/room1`))
   t.equal(allowed.res.statusCode, 101)
@@ -205,6 +212,7 @@ t.test('an upstream that declines the upgrade: its answer reaches the client', a
   t.equal(declined.kind, 'response', 'no 101')
   t.equal(declined.res.statusCode, 403)
   if (declined.kind === 'response') t.equal(declined.body, 'not in this room')
+  t.match(await gateway.waitForLog((l) => l.msg === 'request' && l.path === '/ws/declined'), { status: 403, route: 'socket' }, 'logged with the upstream\'s answer')
 })
 
 t.test('an upstream URL with a base path prefixes upgrade paths too', async (t) => {
@@ -215,6 +223,7 @@ t.test('an upstream URL with a base path prefixes upgrade paths too', async (t) 
   if (handshake.kind === 'upgrade') handshake.socket.destroy()
   t.equal(handshake.res.statusCode, 101)
   t.equal(echo.upgrades[before]?.url, '/v1/ws/based?x=1', 'the same path an HTTP request would be forwarded to')
+  t.match(await gw.waitForLog((l) => l.msg === 'request' && l.status === 101), { path: '/ws/based' }, 'the log speaks of the client\'s target')
 })
 
 /** An upgrade's outcome as data: the status the client got, or the error its connection ended with. */
@@ -240,4 +249,5 @@ t.test('an upgrade to an unreachable upstream is answered 502 problem+json, like
   t.equal(outcome.error, undefined, 'the client gets an answer, not a dropped connection')
   t.equal(outcome.status, 502)
   t.equal(outcome.type, 'application/problem+json')
+  t.match(await refusedGateway.waitForLog((l) => l.msg === 'request' && l.status === 502), { path: '/ws/down', errorSource: 'upstream' })
 })
