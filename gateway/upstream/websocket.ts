@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { GatewayState } from '../server.ts'
 import type { Ctx } from '../pipeline.ts'
-import { writeRawProblem } from '../errors.ts'
+import { GatewayError, writeRawProblem } from '../errors.ts'
 import { publishNotice, publishRequest } from '../observability/events.ts'
 import { toUpstreamError } from './forward.ts'
 
@@ -19,11 +19,20 @@ export function createUpgradeHandler(state: GatewayState): (ctx: Ctx, socket: Du
   proxy.on('error', (err) => publishNotice({ level: 'warn', msg: 'websocket proxy error', err }))
   const tunnels = new WeakMap<IncomingMessage, Ctx>()
   // What the upstream answered: 101 when it switched protocols, else its refusal, which http-proxy relays.
+  // It has upstream.timeouts.connect + headers to answer, as a plain request has: http-proxy sets no bound,
+  // and a silent upstream would hold the client (and a connection) for ever. Then 504, as for a request.
   proxy.on('proxyReqWs', (upstreamRequest: ClientRequest, req: IncomingMessage) => {
     const ctx = tunnels.get(req)
     if (!ctx) return
-    upstreamRequest.once('upgrade', (res: IncomingMessage) => { ctx.status = res.statusCode })
-    upstreamRequest.once('response', (res: IncomingMessage) => { ctx.status = res.statusCode })
+    const { connect, headers } = ctx.plan.config.upstream.timeouts
+    const deadline = setTimeout(() => upstreamRequest.destroy(new GatewayError('upstream_timeout', { detail: 'the upstream did not answer the upgrade in time' })), connect + headers)
+    const answered = (res: IncomingMessage) => {
+      clearTimeout(deadline)
+      ctx.status = res.statusCode
+    }
+    upstreamRequest.once('upgrade', answered)
+    upstreamRequest.once('response', answered)
+    upstreamRequest.once('close', () => clearTimeout(deadline))
   })
   return (ctx, socket, head) => {
     const { req } = ctx

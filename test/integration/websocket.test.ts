@@ -30,6 +30,7 @@ async function startEchoUpstream() {
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => socket.destroy())
+    if (req.url?.startsWith('/ws/silent')) return // never answers
     if (req.url?.startsWith('/ws/declined')) {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nnot in this room')
       return
@@ -213,6 +214,21 @@ t.test('an upstream that declines the upgrade: its answer reaches the client', a
   t.equal(declined.res.statusCode, 403)
   if (declined.kind === 'response') t.equal(declined.body, 'not in this room')
   t.match(await gateway.waitForLog((l) => l.msg === 'request' && l.path === '/ws/declined'), { status: 403, route: 'socket' }, 'logged with the upstream\'s answer')
+})
+
+t.test('an upstream that never answers an upgrade: 504 after the upstream timeouts, as for a plain request', async (t) => {
+  const gw = await startGateway(`listen: { port: \${PORT} }\nadmin: { port: \${ADMIN_PORT} }
+upstream: { url: "${echo.url}", timeouts: { connect: 200ms, headers: 300ms } }
+routes:
+  - { name: socket, match: GET /ws/:room }
+`)
+  t.teardown(() => gw.stop())
+  const silent = await within(10_000, 'silent upgrade', openUpgrade(`${gw.url}/ws/silent`))
+  t.equal(silent.kind, 'response', 'no 101')
+  t.equal(silent.res.statusCode, 504)
+  t.equal(silent.res.headers['content-type'], 'application/problem+json')
+  if (silent.kind === 'response') t.match(JSON.parse(silent.body), { code: 'upstream_timeout', requestId: silent.res.headers['x-request-id'] })
+  t.match(await gw.waitForLog((l) => l.msg === 'request' && l.path === '/ws/silent'), { status: 504, error: 'upstream_timeout', route: 'socket' })
 })
 
 t.test('an upstream URL with a base path prefixes upgrade paths too', async (t) => {
