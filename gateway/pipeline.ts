@@ -56,6 +56,12 @@ export interface Ctx {
   status: number | undefined
   bytesOut: number
   error: GatewayError | undefined
+  /**
+   * The tracing subscriber's own state for this request (observability/sentry.ts: the sampling decision and
+   * trace ids), kept here rather than in a WeakMap beside it, which cost a hash insert and ephemeron upkeep
+   * per request. Nothing else reads it; undefined while Sentry is off.
+   */
+  tracing: unknown
 }
 
 export async function handle(ctx: Ctx, res: ServerResponse): Promise<void> {

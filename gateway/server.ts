@@ -72,6 +72,7 @@ function newCtx(state: GatewayState, req: IncomingMessage): Ctx {
     status: undefined,
     bytesOut: 0,
     error: undefined,
+    tracing: undefined,
   }
 }
 

@@ -28,7 +28,6 @@ interface RequestState {
   /** The upstream call's span: its id went to the upstream as the parent. */
   upstream?: { spanId: string; start: number }
 }
-const states = new WeakMap<Ctx, RequestState>()
 
 interface Rates { traces: number; cacheHits: number }
 /** What every transaction carries, fixed at start. */
@@ -88,11 +87,10 @@ function sendingFor(settings: Config['sentry']): Sending {
  * cacheHitSampleRate for cache hits (decided at the end for requests that never reach the upstream).
  */
 function stateOf(ctx: Ctx, rates: Rates): RequestState {
-  let state = states.get(ctx)
-  if (state) return state
+  if (ctx.tracing) return ctx.tracing as RequestState
   const incoming = readIncomingTrace(ctx.req.headers)
-  state = { incoming, sampling: decideSampling(incoming, ctx.cache?.kind === 'hit' ? rates.cacheHits : rates.traces, Math.random()) }
-  states.set(ctx, state)
+  const state: RequestState = { incoming, sampling: decideSampling(incoming, ctx.cache?.kind === 'hit' ? rates.cacheHits : rates.traces, Math.random()) }
+  ctx.tracing = state
   return state
 }
 

@@ -95,13 +95,15 @@ function median(values: number[]): number {
 // ---- one approach, in its own process ----
 
 type FakeCtx = ReturnType<typeof fakeCtx>
+/** Request ids shaped as the gateway makes them (a UUID with a counter in its last group). */
+const REQUEST_ID_PREFIX = '8f0c2b1e-4d3a-4b6c-9e7f-'
 const UPSTREAM = { origin: 'http://127.0.0.1:8080', host: '127.0.0.1:8080' }
 
 /** What the pipeline has recorded by the time the request is published (only the fields Sentry reads). */
 function fakeCtx(i: number) {
   const t0 = performance.now() - 2
   return {
-    id: `bench-request-${i}`,
+    id: `${REQUEST_ID_PREFIX}${String(i).padStart(12, '0')}`,
     t0,
     req: { method: 'GET', headers: {} as Record<string, string> },
     route: { name: 'leads' },
@@ -114,6 +116,7 @@ function fakeCtx(i: number) {
     status: undefined as number | undefined,
     bytesOut: 0,
     error: undefined,
+    tracing: undefined as unknown,
   }
 }
 
