@@ -88,6 +88,7 @@ export function checkGoals(rows: Row[], ab: AbOutcome[]): GoalResult[] {
     errors: (id) => row(id)?.errors,
     upstreamMax: (id) => row(id)?.upstreamMax ?? undefined,
     cpuUs: (id) => row(id)?.cpuUs ?? undefined,
+    roundRps: (id) => row(id)?.runs.map((r) => (r.failure ? NaN : r.rps)) ?? [],
     abMeanMs: () => ab.find((a) => a.id === 'ab.gateway')?.result?.meanMs,
   }
   return GOALS.map((goal) => {
