@@ -42,7 +42,7 @@ export function createProxyServer(state: GatewayState): Server {
     void handle(ctx, res)
   })
   server.on('clientError', answerClientError)
-  const tunnel = createUpgradeHandler(state)
+  const tunnel = createUpgradeHandler()
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void gateUpgrade(state, req, socket, head, tunnel))
   return server
 }

@@ -7,13 +7,12 @@ import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
-import type { GatewayState } from '../server.ts'
 import type { Ctx } from '../pipeline.ts'
 import { GatewayError, writeRawProblem } from '../errors.ts'
 import { publishNotice, publishRequest } from '../observability/events.ts'
 import { toUpstreamError } from './forward.ts'
 
-export function createUpgradeHandler(state: GatewayState): (ctx: Ctx, socket: Duplex, head: Buffer) => void {
+export function createUpgradeHandler(): (ctx: Ctx, socket: Duplex, head: Buffer) => void {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: true })
   // Every call below passes its own error callback; this catches what http-proxy emits besides.
   proxy.on('error', (err) => publishNotice({ level: 'warn', msg: 'websocket proxy error', err }))
@@ -36,7 +35,8 @@ export function createUpgradeHandler(state: GatewayState): (ctx: Ctx, socket: Du
   })
   return (ctx, socket, head) => {
     const { req } = ctx
-    const { upstream } = state.services
+    // The services the request arrived under, as for any request (a reload may swap the pool meanwhile).
+    const { upstream } = ctx.services
     if (!ctx.plan.isTrustedProxy(ctx.peerAddress, 0)) {
       // An untrusted client may not speak for earlier hops; http-proxy appends the real peer itself.
       delete req.headers['x-forwarded-for']
