@@ -1,10 +1,10 @@
 // Sentry, on the wire: a local stand-in for Sentry's ingest receives what the gateway really sends.
 import t from 'tap'
-import { request, type IncomingMessage } from 'node:http'
 import { startSentryReceiver } from '../helpers/sentry-receiver.ts'
 import { configFor, startGateway } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream } from '../helpers/upstreams.ts'
 import { startRedis } from '../helpers/redis.ts'
+import { openUpgrade } from '../helpers/upgrade.ts'
 
 const receiver = await startSentryReceiver()
 const upstream = await startUpstream((req, res) => {
@@ -45,17 +45,12 @@ t.test('a WebSocket upgrade to an unreachable upstream is one error event too, w
   const gw = await startGateway(configFor(`http://127.0.0.1:${port}`, `${sentryConfig()}routes:\n  - { name: socket, match: GET /ws/:room }\n`))
   t.teardown(() => gw.stop())
   const before = receiver.items('event').length
-  const answer = await new Promise<IncomingMessage>((resolve, reject) => {
-    const req = request(`${gw.url}/ws/lobby`, { agent: false, headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
-    req.on('response', (res) => { res.resume(); resolve(res) })
-    req.on('upgrade', () => reject(new Error('upgraded to an unreachable upstream')))
-    req.on('error', reject)
-    req.end()
-  })
-  t.equal(answer.statusCode, 502)
+  const answer = await openUpgrade(`${gw.url}/ws/lobby`)
+  if (answer.kind === 'upgrade') answer.socket.destroy()
+  t.equal(answer.res.statusCode, 502)
   await receiver.waitFor(() => receiver.items('event').length > before)
   const event = receiver.items('event').slice(before)[0]!
-  t.match(event.tags, { route: 'socket', method: 'GET', status: '502', request_id: answer.headers['x-request-id'] })
+  t.match(event.tags, { route: 'socket', method: 'GET', status: '502', request_id: answer.res.headers['x-request-id'] })
   t.same(event.fingerprint, ['upstream', 'socket', 'upstream_unreachable'])
 })
 

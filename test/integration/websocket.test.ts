@@ -2,11 +2,12 @@
 // connection is a byte tunnel both ways. unmatched: reject refuses an upgrade no route matches.
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { configFor, startGateway } from '../helpers/gateway.ts'
 import { refusingPort } from '../helpers/upstreams.ts'
+import { openUpgrade } from '../helpers/upgrade.ts'
 
 const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 const acceptFor = (key: string) => createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64')
@@ -57,30 +58,6 @@ async function startEchoUpstream() {
       server.close(() => resolve())
     }),
   }
-}
-
-type Handshake =
-  | { kind: 'upgrade'; res: IncomingMessage; socket: Socket; head: Buffer; key: string }
-  | { kind: 'response'; res: IncomingMessage; body: string; key: string }
-
-/** Asks for a WebSocket upgrade with node:http; resolves with the 101 and its socket, or the refusal. */
-function openUpgrade(url: string, headers: Record<string, string> = {}): Promise<Handshake> {
-  const key = randomBytes(16).toString('base64')
-  return new Promise((resolve, reject) => {
-    const req = request(url, {
-      agent: false,
-      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': key, 'sec-websocket-version': '13', ...headers },
-    })
-    req.on('upgrade', (res, socket, head) => resolve({ kind: 'upgrade', res, socket, head, key }))
-    req.on('response', (res) => {
-      let body = ''
-      res.setEncoding('utf8').on('data', (chunk: string) => { body += chunk })
-      res.on('end', () => resolve({ kind: 'response', res, body, key }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }
 
 /** Reads exactly `length` bytes from the tunnel (starting with anything that came with the 101). */
