@@ -1,5 +1,6 @@
 // Waiting for a server a test (or the benchmark) started: does 127.0.0.1:port accept connections yet?
 import { connect } from 'node:net'
+import { until } from './wait.ts'
 
 export function portIsOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -11,10 +12,5 @@ export function portIsOpen(port: number): Promise<boolean> {
 
 /** Resolves once the port accepts a connection; rejects after `timeoutMs` naming `what` did not start. */
 export async function waitForPort(port: number, timeoutMs: number, what = 'a server'): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await portIsOpen(port)) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`${what} did not listen on port ${port} within ${timeoutMs}ms`)
+  if (!(await until(() => portIsOpen(port), timeoutMs, 50))) throw new Error(`${what} did not listen on port ${port} within ${timeoutMs}ms`)
 }
