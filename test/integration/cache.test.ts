@@ -539,6 +539,28 @@ routes:
     t.same(f.map((r) => r.xCache), ['MISS', 'HIT'], 'a body under the limit is stored')
     t.equal(f[1]!.body.length, fits.length)
   })
+
+  t.test('hits answer the stored bytes exactly, every byte value, small bodies and large', async (t) => {
+    // Small bodies are written as latin1 text joined to the head (pipeline.ts send): a wrong encoding there
+    // would turn bytes above 0x7f into something else. Large ones go out as the Buffer itself.
+    const every = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+    for (const [path, body] of [['/public/bytes-small', every], ['/public/bytes-large', Buffer.concat(Array(40).fill(every))]] as const) {
+      behaviours.set(path, (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'max-age=60' })
+        res.end(body)
+      })
+      const answers = []
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`${sem.url}${path}`)
+        answers.push({ xCache: res.headers.get('x-cache'), length: res.headers.get('content-length'), bytes: Buffer.from(await res.arrayBuffer()) })
+      }
+      t.same(answers.map((a) => a.xCache), ['MISS', 'HIT'], `${path}: the second is a hit`)
+      for (const a of answers) {
+        t.equal(a.length, String(body.length), `${path}: content-length`)
+        t.ok(a.bytes.equals(body), `${path}: ${a.xCache} body byte for byte`)
+      }
+    }
+  })
 })
 
 t.test('6. coalescing: 100 concurrent misses for one key make one upstream request', async (t) => {
