@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline as pipe, Transform, type Readable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Dispatcher } from 'undici'
-import { decorate, type Ctx } from '../pipeline.ts'
+import { decorate, endWith, type Ctx } from '../pipeline.ts'
 import { GatewayError, type ErrorCode } from '../errors.ts'
 import { maxBodySize } from '../admit.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts'
@@ -145,7 +145,7 @@ async function sendWhole(ctx: Ctx, res: ServerResponse, status: number, headers:
   ctx.status = status
   ctx.bytesOut += whole.length
   res.writeHead(status, decorate(ctx, clientResponseHeaders(headers)))
-  res.end(whole)
+  endWith(res, whole)
 }
 
 /** The request body as a stream for undici, or null when there is none; chunked bodies are counted. */

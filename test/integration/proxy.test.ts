@@ -91,6 +91,23 @@ t.test('several Set-Cookie headers all reach the client', async (t) => {
   t.same(res.headers.getSetCookie(), ['a=1; Path=/', 'b=2; HttpOnly'])
 })
 
+t.test('answers reach the client byte for byte, every byte value, small (one write) and larger', async (t) => {
+  const every = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+  const bodies: Record<string, Buffer> = { '/small': every, '/larger': Buffer.concat(Array(40).fill(every)) }
+  const bytes = await startUpstream((req, res) => {
+    const body = bodies[req.url ?? '']!
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+    res.end(body)
+  })
+  const gw = await startGateway(configFor(bytes.url))
+  t.teardown(async () => { await gw.stop(); await bytes.close() })
+  for (const [path, body] of Object.entries(bodies)) {
+    const res = await fetch(`${gw.url}${path}`)
+    t.equal(res.headers.get('content-length'), String(body.length), `${path}: content-length`)
+    t.ok(Buffer.from(await res.arrayBuffer()).equals(body), `${path}: the upstream's bytes`)
+  }
+})
+
 t.test('bodies over the route limit get 413, by Content-Length and by counting a chunked body', async (t) => {
   const declared = await fetch(`${gateway.url}/auth/login`, { method: 'POST', body: 'x'.repeat(65) })
   t.equal(declared.status, 413)
