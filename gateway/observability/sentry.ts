@@ -16,8 +16,8 @@ import type { Ctx } from '../pipeline.ts'
 import { CHANNELS, onFlush, setTraceHooks, type Notice } from './events.ts'
 import { scrubDeep, scrubEvent, scrubSpan } from './scrub.ts'
 import {
-  decideSampling, envelopeHeader, readIncomingTrace, scrubbedDsc, startTrace, traceHeaders, transactionEvent,
-  type EventDefaults, type IncomingTrace, type RequestTrace, type Sampling, type SpanRecord, type TraceSettings,
+  decideSampling, envelopeHeader, eventConstants, readIncomingTrace, scrubbedDsc, startTrace, traceHeaders, transactionItem,
+  type EventConstants, type IncomingTrace, type RequestTrace, type Sampling, type SpanRecord, type TraceSettings,
 } from './trace-event.ts'
 
 /** Per request, once Sentry looked at it: the sampling decision, and for sampled requests the trace. */
@@ -30,8 +30,8 @@ interface RequestState {
 }
 
 interface Rates { traces: number; cacheHits: number }
-/** What every transaction carries, fixed at start. */
-interface Sending { trace: TraceSettings; defaults: EventDefaults; sdk: { name: string; version: string } }
+/** What every transaction carries, fixed at start; the client is the one Sentry.init made. */
+interface Sending { client: Sentry.NodeClient; trace: TraceSettings; constants: EventConstants; sdk: { name: string; version: string } }
 
 export function initSentry(settings: Config['sentry']): void {
   const rates = { traces: settings.tracesSampleRate, cacheHits: settings.cacheHitSampleRate ?? settings.tracesSampleRate / 10 }
@@ -58,26 +58,29 @@ export function initSentry(settings: Config['sentry']): void {
     beforeSendSpan: Sentry.withStaticSpan((span) => scrubSpan(span)),
   })
   const sending = sendingFor(settings)
+  if (!sending) return
   setTraceHooks({ upstreamHeaders: (ctx) => upstreamHeaders(ctx, rates, sending) })
   subscribe(CHANNELS.request, (message) => finishRequest(message as Ctx, settings, rates, sending))
   subscribe(CHANNELS.notice, (message) => reportNotice(message as Notice))
   onFlush((timeoutMs) => Sentry.flush(timeoutMs))
 }
 
-function sendingFor(settings: Config['sentry']): Sending {
-  const client = Sentry.getClient()
-  const sdk = client?.getOptions()._metadata?.sdk
+function sendingFor(settings: Config['sentry']): Sending | undefined {
+  const client = Sentry.getClient<Sentry.NodeClient>()
+  if (!client) return undefined
+  const sdk = client.getOptions()._metadata?.sdk
   const name = sdk?.name ?? 'sentry.javascript.node'
   const version = sdk?.version ?? Sentry.SDK_VERSION
   return {
-    trace: { publicKey: client?.getDsn()?.publicKey ?? '', environment: settings.environment, release: settings.release || undefined },
-    defaults: {
+    client,
+    trace: { publicKey: client.getDsn()?.publicKey ?? '', environment: settings.environment, release: settings.release || undefined },
+    constants: eventConstants({
       environment: settings.environment,
       release: settings.release || undefined,
       serverName: hostname(),
-      sdk: { name, version, integrations: client?.getIntegrationNames() ?? [], packages: sdk?.packages ?? [] },
+      sdk: { name, version, integrations: client.getIntegrationNames(), packages: sdk?.packages ?? [] },
       runtime: { name: 'node', version: process.version },
-    },
+    }),
     sdk: { name, version },
   }
 }
@@ -138,8 +141,6 @@ function transactionName(ctx: Ctx): string {
 
 /** The transaction `METHOD route` (op http.server) with its rate-limit, cache-lookup and upstream spans. */
 function sendTransaction(ctx: Ctx, state: RequestState, sending: Sending): void {
-  const client = Sentry.getClient()
-  if (!client) return
   const trace = traceOf(ctx, state, sending)
   const nowMs = performance.now()
   const epochMs = Date.now()
@@ -162,12 +163,14 @@ function sendTransaction(ctx: Ctx, state: RequestState, sending: Sending): void 
     })
   }
   const eventId = randomHex(16)
-  const event = transactionEvent({
+  const item = transactionItem({
     trace, eventId, name: transactionName(ctx), start: seconds(ctx.t0), end, status, tags, spans,
     data: { 'gateway.route': tags.route, 'http.request.method': tags.method, 'gateway.cache': tags.cache, 'gateway.limit': tags.limit, 'http.response.status_code': status },
-  }, sending.defaults)
+  }, sending.constants)
   const header = envelopeHeader(eventId, new Date(epochMs).toISOString(), sending.sdk, trace.dsc)
-  void client.sendEnvelope([header, [[{ type: 'transaction' }, event]]] as unknown as Parameters<typeof client.sendEnvelope>[0])
+  // The item goes as its JSON text, which the SDK's envelope serialiser writes as it is. (Should the transport
+  // drop it, the SDK's client report counts its spans as one: it cannot read a text's spans.)
+  void sending.client.sendEnvelope([header, [[{ type: 'transaction' }, item]]] as unknown as Parameters<Sentry.NodeClient['sendEnvelope']>[0])
 }
 
 /** Upstream failures are grouped by route and error class, never by URL; client aborts are not failures. */

@@ -169,56 +169,57 @@ export interface EventDefaults {
   runtime: { name: string; version: string }
 }
 
+/** What every transaction of this process carries, serialised once (eventConstants). */
+export interface EventConstants {
+  /** `"platform":…,"environment":…,"release":…,"server_name":…,"sdk":{…}` (release and server name when set). */
+  readonly fields: string
+  /** The runtime context, as JSON. */
+  readonly runtime: string
+}
+
+export function eventConstants(defaults: EventDefaults): EventConstants {
+  const fields: Record<string, unknown> = { platform: 'node', environment: clean(defaults.environment) }
+  if (defaults.release) fields.release = clean(defaults.release)
+  if (defaults.serverName) fields.server_name = clean(defaults.serverName)
+  fields.sdk = defaults.sdk
+  return { fields: JSON.stringify(fields).slice(1, -1), runtime: JSON.stringify(defaults.runtime) }
+}
+
 /**
- * The transaction event Sentry's ingest expects (the shape the SDK sends for a root span with children). Every
- * text in it that could carry data (names, descriptions, tags, attributes, environment, release) is filtered as
- * scrubEvent and scrubSpan filter the SDK's events; ids and times are made here and carry none.
+ * The transaction event Sentry's ingest expects (the shape the SDK sends for a root span with children), as the
+ * JSON text of the envelope item: written out here rather than built as objects for JSON.stringify, which with
+ * the process's constant fields serialised once cost about a third of the CPU per transaction. Every text in it
+ * that could carry data (names, descriptions, tags, attributes, environment, release) is filtered as scrubEvent
+ * and scrubSpan filter the SDK's events; ids (hex, made here or matched as hex on the way in) and times carry none.
  */
-export function transactionEvent(input: TransactionInput, defaults: EventDefaults): Record<string, unknown> {
+export function transactionItem(input: TransactionInput, constants: EventConstants): string {
   const { trace } = input
-  const spans = []
+  const ids = `"trace_id":"${trace.traceId}"`
+  let spans = ''
   for (const span of input.spans) {
-    spans.push({
-      trace_id: trace.traceId,
-      span_id: span.spanId,
-      parent_span_id: trace.spanId,
-      op: clean(span.op),
-      description: clean(span.description),
-      start_timestamp: span.start,
-      timestamp: span.end,
-      status: span.status === undefined ? 'ok' : spanStatus(span.status),
-      origin: 'manual',
-      data: cleanRecord({ 'sentry.op': span.op, 'sentry.origin': 'manual', ...span.data }),
-    })
+    spans += `${spans ? ',' : ''}{${ids},"span_id":"${span.spanId}","parent_span_id":"${trace.spanId}","op":${text(span.op)},`
+      + `"description":${text(span.description)},"start_timestamp":${time(span.start)},"timestamp":${time(span.end)},`
+      + `"status":"${span.status === undefined ? 'ok' : spanStatus(span.status)}","origin":"manual",`
+      + `"data":${JSON.stringify(cleanRecord({ 'sentry.op': span.op, 'sentry.origin': 'manual', ...span.data }))}}`
   }
-  return {
-    type: 'transaction',
-    event_id: input.eventId,
-    platform: 'node',
-    transaction: clean(input.name),
-    transaction_info: { source: 'route' },
-    start_timestamp: input.start,
-    timestamp: input.end,
-    environment: clean(defaults.environment),
-    ...(defaults.release ? { release: clean(defaults.release) } : {}),
-    ...(defaults.serverName ? { server_name: clean(defaults.serverName) } : {}),
-    sdk: defaults.sdk,
-    contexts: {
-      trace: {
-        trace_id: trace.traceId,
-        span_id: trace.spanId,
-        ...(trace.parentSpanId ? { parent_span_id: trace.parentSpanId } : {}),
-        op: 'http.server',
-        status: spanStatus(input.status || 500),
-        origin: 'manual',
-        data: cleanRecord({ 'sentry.op': 'http.server', 'sentry.origin': 'manual', 'sentry.source': 'route',
-          ...(trace.sampling.rate === undefined ? {} : { 'sentry.sample_rate': trace.sampling.rate }), ...input.data }),
-      },
-      runtime: defaults.runtime,
-    },
-    tags: cleanRecord(input.tags),
-    spans,
-  }
+  const traceData: Record<string, unknown> = { 'sentry.op': 'http.server', 'sentry.origin': 'manual', 'sentry.source': 'route' }
+  if (trace.sampling.rate !== undefined) traceData['sentry.sample_rate'] = trace.sampling.rate
+  return `{"type":"transaction","event_id":"${input.eventId}",${constants.fields},"transaction":${text(input.name)},`
+    + `"transaction_info":{"source":"route"},"start_timestamp":${time(input.start)},"timestamp":${time(input.end)},`
+    + `"contexts":{"trace":{${ids},"span_id":"${trace.spanId}",${trace.parentSpanId ? `"parent_span_id":"${trace.parentSpanId}",` : ''}`
+    + `"op":"http.server","status":"${spanStatus(input.status || 500)}","origin":"manual",`
+    + `"data":${JSON.stringify(cleanRecord(Object.assign(traceData, input.data)))}},"runtime":${constants.runtime}},`
+    + `"tags":${JSON.stringify(cleanRecord(input.tags))},"spans":[${spans}]}`
+}
+
+/** A text as a JSON string, filtered. */
+function text(value: string): string {
+  return JSON.stringify(clean(value))
+}
+
+/** A time as JSON (null for what JSON cannot say, as JSON.stringify would). */
+function time(seconds: number): string {
+  return Number.isFinite(seconds) ? String(seconds) : 'null'
 }
 
 /** The header of the envelope that carries a transaction: the trace's dynamic sampling context rides here. */

@@ -14,8 +14,9 @@
 //                    continueTrace), the SDK's event pipeline and its transport (a copy of that code, here)
 //   build-only       the transaction built by trace-event.ts and serialised, not sent: what the transport adds
 //                    is the difference to envelope
-//   capture-event    the transaction built by trace-event.ts, handed to client.captureEvent (the SDK's event
-//                    processing, normalisation, beforeSendTransaction, envelope, transport)
+//   capture-event    the transaction built by trace-event.ts (parsed back from its text), handed to
+//                    client.captureEvent (the SDK's event processing, normalisation, beforeSendTransaction,
+//                    envelope, transport)
 //   envelope         the same event put in an envelope here and handed to client.sendEnvelope (the SDK's
 //                    transport: rate limits, buffer, node:http keep-alive agent)
 //   envelope-lean    as envelope, with a transport that writes each envelope with one http.request().end(body)
@@ -234,6 +235,7 @@ async function builtEvent(approach: 'build-only' | 'capture-event' | 'envelope' 
     sdk: { name: sdk.name!, version: sdk.version!, integrations: Object.keys((client as unknown as { _integrations: object })._integrations), packages: sdk.packages ?? [] },
     runtime: { name: 'node', version: process.version },
   }
+  const constants = te.eventConstants(defaults)
   const traceSettings = { publicKey: 'publickey', environment: settings.environment, release: settings.release }
   const pool = Buffer.alloc(4096)
   let at = pool.length
@@ -255,7 +257,7 @@ async function builtEvent(approach: 'build-only' | 'capture-event' | 'envelope' 
     const s = (t: number) => (offset + t) / 1000
     const end = s(performance.now())
     const eventId = hex(16)
-    const event = te.transactionEvent({
+    const item = te.transactionItem({
       trace, eventId, name, start: s(ctx.t0), end, status: 200,
       tags: { route: ctx.route.name, method: ctx.req.method, status: '200', status_class: '2xx', upstream: UPSTREAM.origin, cache: 'miss', limit: 'allowed', request_id: ctx.id },
       data: { 'gateway.route': ctx.route.name, 'http.request.method': ctx.req.method, 'gateway.cache': 'miss', 'gateway.limit': 'allowed', 'http.response.status_code': 200 },
@@ -264,18 +266,17 @@ async function builtEvent(approach: 'build-only' | 'capture-event' | 'envelope' 
         { spanId: hex(8), op: 'gateway.cache', description: 'cache lookup', start: s(ctx.marks.limited), end: s(ctx.marks.lookedUp) },
         { spanId: upstreamSpanId, op: 'http.client', description: `GET ${UPSTREAM.origin}`, start: s(upstreamStart), end, status: 200, data: { 'server.address': UPSTREAM.host, 'http.response.status_code': 200 } },
       ],
-    }, defaults)
+    }, constants)
     if (approach === 'build-only') {
       const header = te.envelopeHeader(eventId, new Date().toISOString(), { name: sdk.name!, version: sdk.version! }, trace.dsc)
       JSON.stringify(header)
-      JSON.stringify(event)
     } else if (approach === 'capture-event') {
       // Without `sdk`: the SDK adds its own (and would append its integrations to ours on every event).
-      const { sdk: _sdk, ...fields } = event
+      const { sdk: _sdk, ...fields } = JSON.parse(item) as Record<string, unknown>
       client.captureEvent({ ...fields, sdkProcessingMetadata: { dynamicSamplingContext: trace.dsc } } as Parameters<typeof client.captureEvent>[0], {}, Sentry.getCurrentScope())
     } else {
       const header = te.envelopeHeader(eventId, new Date().toISOString(), { name: sdk.name!, version: sdk.version! }, trace.dsc)
-      void client.sendEnvelope([header, [[{ type: 'transaction' }, event]]] as unknown as Parameters<typeof client.sendEnvelope>[0])
+      void client.sendEnvelope([header, [[{ type: 'transaction' }, item]]] as unknown as Parameters<typeof client.sendEnvelope>[0])
     }
   }
 }

@@ -2,7 +2,7 @@ import t from 'tap'
 import { FILTERED } from '../../../gateway/observability/scrub.ts'
 import {
   decideSampling, envelopeHeader, readBaggage, readIncomingTrace, scrubbedDsc, spanStatus, startTrace, traceHeaders,
-  transactionEvent, type EventDefaults, type RequestTrace,
+  eventConstants, transactionItem, type EventDefaults, type RequestTrace,
 } from '../../../gateway/observability/trace-event.ts'
 
 const TRACE = '0123456789abcdef0123456789abcdef'
@@ -86,6 +86,10 @@ t.test('headers for the upstream: one set, the given span as parent, the client\
   t.match(unsampled, { 'sentry-trace': /-0$/, traceparent: /-00$/, baggage: /sentry-sampled=false/ })
 })
 
+/** The transaction as Sentry reads it: transactionItem's JSON text, parsed. */
+const transactionEvent = (input: Parameters<typeof transactionItem>[0], defaults: EventDefaults) =>
+  JSON.parse(transactionItem(input, eventConstants(defaults))) as Record<string, unknown>
+
 function sampleTrace(): RequestTrace {
   return startTrace(undefined, { sampled: true, rate: 0.1, rand: 0.05 }, 'GET leads', SETTINGS, IDS)
 }
@@ -120,6 +124,25 @@ t.test('the transaction: METHOD route, op http.server, child spans under it, the
   const noAnswer = transactionEvent({ trace: sampleTrace(), eventId: 'e'.repeat(32), name: 'GET leads', start: 1, end: 2, status: 0, tags: {}, data: {}, spans: [] }, { ...DEFAULTS, release: undefined, serverName: undefined })
   t.equal((noAnswer.contexts as { trace: { status: string } }).trace.status, 'internal_error', 'no answer sent counts as an error')
   t.notOk('release' in noAnswer || 'server_name' in noAnswer)
+})
+
+t.test('the item is JSON whatever its texts hold; a continued trace names its parent', async (t) => {
+  const odd = 'GET "quoted" \\ back\nslash \u2028 é 漢 \u0001'
+  const continued = startTrace({ traceId: TRACE, parentSpanId: 'd'.repeat(16), sampled: true, dsc: undefined, otherBaggage: '' },
+    { sampled: true, rate: undefined, rand: 0.5 }, odd, SETTINGS, IDS)
+  const event = transactionEvent({
+    trace: continued, eventId: 'e'.repeat(32), name: odd, start: 1.5, end: Number.NaN, status: 200,
+    tags: { route: odd }, data: { note: odd, count: 3, ok: true },
+    spans: [{ spanId: '1'.repeat(16), op: odd, description: odd, start: 1.5, end: Number.POSITIVE_INFINITY, data: { note: odd } }],
+  }, { ...DEFAULTS, environment: odd })
+  t.equal(event.transaction, odd)
+  t.equal(event.environment, odd)
+  t.equal(event.start_timestamp, 1.5)
+  t.equal(event.timestamp, null, 'a time JSON cannot say is null, as JSON.stringify writes it')
+  t.match(event.contexts, { trace: { trace_id: TRACE, span_id: IDS.spanId, parent_span_id: 'd'.repeat(16), data: { note: odd, count: 3, ok: true } } })
+  t.notOk('sentry.sample_rate' in (event.contexts as { trace: { data: object } }).trace.data, 'no rate when the client did not say')
+  t.match(event.tags, { route: odd })
+  t.match((event.spans as object[])[0], { op: odd, description: odd, timestamp: null, data: { 'sentry.op': odd, note: odd } })
 })
 
 t.test('nothing sensitive leaves: texts, tags, attributes and the client\'s baggage are filtered', async (t) => {
