@@ -28,12 +28,20 @@ export interface SharedRedis {
   waitUntilUp(ms: number): Promise<boolean>
   /** A command failed or timed out while connected (slow Redis): reported once per episode. */
   reportFailure(err: unknown): void
-  /** A command succeeded: ends an episode begun by reportFailure. */
+  /** A command succeeded: ends an episode begun by reportFailure once none failed for EPISODE_SETTLE_MS. */
   reportSuccess(): void
   /** A second connection for pub/sub (a subscribed connection can do nothing else). */
   duplicate(): RedisClient
   close(): Promise<void>
 }
+
+/**
+ * How long commands must succeed with no failure before an episode begun by a failed command ends. Without it
+ * a Redis whose latency hovers around redis.timeout (a fork for BGSAVE, a busy shard) began and ended an
+ * episode every few commands: an error log line, a counted outage and a Sentry event each time, where the
+ * operator needs one. A reconnection ('ready') still ends an episode at once: the connection itself is new.
+ */
+export const EPISODE_SETTLE_MS = 2000
 
 export function openRedis(settings: RedisSettings): SharedRedis | null {
   const client = createClient(settings)
@@ -42,6 +50,7 @@ export function openRedis(settings: RedisSettings): SharedRedis | null {
   let up = false
   let everUp = false
   let outageSince = 0
+  let lastFailureAt = 0
   client.on('ready', () => {
     up = true
     if (outageSince) publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
@@ -50,6 +59,7 @@ export function openRedis(settings: RedisSettings): SharedRedis | null {
     outageSince = 0
   })
   const startEpisode = (err: unknown) => {
+    lastFailureAt = Date.now()
     if (outageSince) return
     outageSince = Date.now()
     publishNotice({ level: 'error', msg: 'redis unavailable; in-process fallback in use', event: 'redis_outage', err: (err as Error | undefined)?.message })
@@ -76,7 +86,7 @@ export function openRedis(settings: RedisSettings): SharedRedis | null {
     isUp: () => up,
     reportFailure: startEpisode,
     reportSuccess() {
-      if (!outageSince || !up) return
+      if (!outageSince || !up || Date.now() - lastFailureAt < EPISODE_SETTLE_MS) return
       publishNotice({ level: 'info', msg: 'redis is back; shared counters resume', event: 'redis_recovered', downForMs: Date.now() - outageSince })
       outageSince = 0
     },

@@ -13,6 +13,8 @@ import { startSentryReceiver } from '../helpers/sentry-receiver.ts'
 import { startDelayProxy } from '../helpers/tcp-delay-proxy.ts'
 import { describeCounts, quantile, startLoad, type LoadReport } from '../helpers/load.ts'
 import { httpRequest } from '../helpers/http.ts'
+import { until } from '../helpers/wait.ts'
+import { EPISODE_SETTLE_MS } from '../../gateway/redis.ts'
 
 const upstream = await startUpstream((req, res) => {
   res.setHeader('content-type', 'text/plain')
@@ -136,10 +138,11 @@ t.test('Redis made slow (every chunk held 1 s, redis.timeout 50ms): requests ans
 
   const DELAY_MS = 1000
   await sleep(300) // the cache's fire-and-forget L2 writes from the baseline finish before Redis turns slow
-  // With a 50 ms timeout on a busy machine even the fast Redis can miss one and open an episode; a
-  // successful L2 lookup (a cached URL not in L1) closes it, so that what follows starts with none open.
+  // With a 50 ms timeout on a busy machine even the fast Redis can miss one and open an episode; successful
+  // L2 lookups (cached URLs not in L1) for EPISODE_SETTLE_MS close it, so that what follows starts with none open.
   const episodeOpen = () => gw.logs.findLast((line) => line.event === 'redis_outage' || line.event === 'redis_recovered')?.event === 'redis_outage'
-  for (let i = 0; i < 50 && episodeOpen(); i++) await httpRequest(`${gw.url}/cached/settle-${i}`)
+  let settle = 0
+  await until(async () => !(episodeOpen() && (await httpRequest(`${gw.url}/cached/settle-${settle++}`), true)), 4 * EPISODE_SETTLE_MS, 100)
   t.notOk(episodeOpen(), 'no Redis episode open before Redis turns slow')
   proxy.setDelay(DELAY_MS)
   const slowFrom = gw.logs.length
@@ -175,6 +178,38 @@ t.test('Redis made slow (every chunk held 1 s, redis.timeout 50ms): requests ans
   await sleep(2 * DELAY_MS + 100) // the replies still held in the proxy drain out
   const recovered = await startLoad({ url: gw.url, concurrency: 20, durationMs: 1000, next }).done
   allOk(t, 'Redis fast again', recovered)
+})
+
+t.test('Redis flapping around its timeout: one episode, not one per flap; it ends once Redis stays fast', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const proxy = await startDelayProxy({ port: redis.port })
+  t.teardown(() => proxy.close())
+  const gw = await startGateway(yaml({ url: proxy.url(), keyPrefix: 'flap:', timeout: '50ms' }))
+  t.teardown(() => gw.stop())
+  // Every request spends from the default limit in Redis; half are L1 misses looked up in L2 as well.
+  const load = startLoad({ url: gw.url, concurrency: 10, next: (seq) => ({ path: seq % 2 ? `/cached/flap-${seq}` : `/plain/flap-${seq}` }) })
+  t.teardown(() => void load.stop())
+  await load.ended(200)
+  const from = gw.logs.length
+  // Slow (every chunk held 200 ms, four times the timeout) and fast in turns, each turn well under
+  // EPISODE_SETTLE_MS: commands fail in the slow turns and succeed in the fast ones.
+  for (let flap = 0; flap < 4; flap++) {
+    proxy.setDelay(200)
+    await sleep(400)
+    proxy.setDelay(0)
+    await sleep(400)
+  }
+  const outages = () => gw.logs.slice(from).filter(isOutage).length
+  t.equal(outages(), 1, 'four slow turns are one episode')
+  t.ok(await until(() => gw.logs.slice(from).some((line) => line.event === 'redis_recovered'), 6 * EPISODE_SETTLE_MS), 'the episode ended once Redis stayed fast')
+  const back = gw.logs.slice(from).find((line) => line.event === 'redis_recovered')!
+  // From a failure in the first slow turn to at least the last slow turn's start (3 × 800 ms later), plus the settle time.
+  t.ok((back.downForMs as number) >= 3 * 800 + EPISODE_SETTLE_MS - 200, `it lasted past the last slow turn and the settle time (${back.downForMs as number} ms)`)
+  t.equal(outages(), 1, 'still one episode')
+  allOk(t, 'Redis flapping', await load.stop())
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+  t.match(metrics, /^gateway_redis_outages_total 1$/m, 'one outage counted')
 })
 
 /** Milliseconds from sending PING on a fresh connection to the port until +PONG comes back. */
