@@ -14,6 +14,7 @@ import { ROOT } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream } from '../helpers/upstreams.ts'
 import { createDatabase, findPostgresBin, startTempCluster } from '../helpers/postgres.ts'
 import { run, type RunResult } from '../helpers/run.ts'
+import { orTimeout } from '../helpers/wait.ts'
 
 // npm ci of every dependency (the demo stage) on a loaded 2-core machine: far more than tap's default.
 t.setTimeout(600_000)
@@ -332,15 +333,6 @@ function start(image: Image, env: NodeJS.ProcessEnv): Running {
   }
 }
 
-/** A bound that turns a hang into a failure; not a speed check. */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) }),
-  ])
-}
-
 function healthcheck(image: Image, env: NodeJS.ProcessEnv): Promise<RunResult> {
   const [program, args] = argv(image, image.healthcheck!.command)
   return run(program, args, { cwd: join(image.root, image.workdir), env })
@@ -432,7 +424,7 @@ t.test('the gateway image', async (t) => {
     t.match(res.headers.get('via') ?? '', /gateway/, 'through the gateway')
 
     gateway.proc.kill('SIGTERM')
-    const code = await within(gateway.exited, 30_000)
+    const code = await orTimeout(gateway.exited, 30_000)
     t.equal(code, 0, 'SIGTERM: the process drains and exits 0 (hang guard 30s)', { output: gateway.output().slice(-2000) })
     t.match(gateway.output(), /"msg":"stopped"/, 'after logging that it stopped')
   })
@@ -460,7 +452,7 @@ t.test('the demo-upstream image (deploy/docker-compose.yml runs it)', async (t) 
     t.equal(leads.status, 200, 'migrated and seeded from deploy/postgres: alice\'s leads are listed')
     await leads.arrayBuffer()
     demo.proc.kill('SIGTERM')
-    t.equal(await within(demo.exited, 30_000), 0, 'SIGTERM: exits 0 (hang guard 30s)', { output: demo.output().slice(-2000) })
+    t.equal(await orTimeout(demo.exited, 30_000), 0, 'SIGTERM: exits 0 (hang guard 30s)', { output: demo.output().slice(-2000) })
   })
 
   t.notMatch(image.user ?? 'root', /^(root|0)(:|$)/, 'USER is not root')
@@ -483,5 +475,5 @@ t.test('the demo-upstream image (deploy/docker-compose.yml runs it)', async (t) 
   t.match(script.headers.get('content-type') ?? '', /javascript/, 'as javascript')
 
   demo.proc.kill('SIGTERM')
-  t.equal(await within(demo.exited, 30_000), 0, 'SIGTERM: exits 0 (hang guard 30s)', { output: demo.output().slice(-2000) })
+  t.equal(await orTimeout(demo.exited, 30_000), 0, 'SIGTERM: exits 0 (hang guard 30s)', { output: demo.output().slice(-2000) })
 })

@@ -8,6 +8,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { ROOT } from '../helpers/gateway.ts'
 import { refusingPort } from '../helpers/upstreams.ts'
+import { orTimeout } from '../helpers/wait.ts'
 
 function tryConnect(port: number): Promise<string> {
   return new Promise((resolve) => {
@@ -17,13 +18,6 @@ function tryConnect(port: number): Promise<string> {
   })
 }
 
-function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) }),
-  ])
-}
 
 // Three distinct free ports (distinct even if the OS hands one out twice in a row).
 const ports = new Set<number>()
@@ -45,7 +39,7 @@ const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null 
 t.teardown(async () => {
   if (demo.exitCode === null && demo.signalCode === null) {
     demo.kill('SIGTERM')
-    if (await within(exited, 5000) === 'timeout') demo.kill('SIGKILL')
+    if (await orTimeout(exited, 5000) === 'timeout') demo.kill('SIGKILL')
   }
 })
 
@@ -107,7 +101,7 @@ t.test('SIGTERM stops both the gateway and the demo upstream', async (t) => {
   await announced
   for (const p of [demoPort, port, adminPort]) t.equal(await tryConnect(p), 'connected', `port ${p} is open before`)
   demo.kill('SIGTERM')
-  const result = await within(exited, 15_000)
+  const result = await orTimeout(exited, 15_000)
   t.same(result, { code: 0, signal: null }, 'the demo exits with code 0')
   if (!demo.stdout.closed) await once(demo.stdout, 'close') // 'exit' can come before the last output is read
   t.match(stdout, /"msg":"stopped"/, 'the gateway drained and stopped')

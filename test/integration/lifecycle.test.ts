@@ -7,15 +7,7 @@ import { once } from 'node:events'
 import { configFor, startGateway, type RunningGateway } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream, type TestUpstream } from '../helpers/upstreams.ts'
 import { httpRequest } from '../helpers/http.ts'
-
-/** Resolves with the promise's value, or 'timeout' if it takes longer than `ms` (a generous bound, not a speed check). */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) }),
-  ])
-}
+import { orTimeout } from '../helpers/wait.ts'
 
 /** 'connected', or the error code of a TCP connect to 127.0.0.1:port (ECONNREFUSED once nothing listens). */
 function tryConnect(port: number): Promise<string> {
@@ -73,7 +65,7 @@ async function holdingUpstream(name: string, slowBody = `${name}-slow`) {
 
 async function cleanup(gw: RunningGateway, ...upstreams: TestUpstream[]) {
   if (gw.proc.exitCode === null && gw.proc.signalCode === null) {
-    if (await within(gw.stop('SIGTERM'), 5000) === 'timeout') await gw.stop('SIGKILL')
+    if (await orTimeout(gw.stop('SIGTERM'), 5000) === 'timeout') await gw.stop('SIGKILL')
   }
   await Promise.all(upstreams.map((upstream) => upstream.close()))
 }
@@ -145,7 +137,7 @@ t.test('SIGTERM drain', async (t) => {
     t.equal(res.status, 200)
     t.equal(res.body, 'x'.repeat(64 * 1024), 'the full body arrives')
 
-    const code = await within(exited, 10_000)
+    const code = await orTimeout(exited, 10_000)
     t.equal(code, 0, 'exits 0 once the request is done (bound 10s, drain timeout 20s)')
     await allLogged(gw)
     t.ok(gw.logs.some((line) => line.msg === 'stopped'), 'the last log line says stopped')
@@ -180,11 +172,11 @@ shutdown: { drainTimeout: 30s }
     t.equal(res.body, 'a-slow')
 
     t.equal(res.connection, 'close', 'the response tells the client the connection closes')
-    const code = await within(exited, 3000)
+    const code = await orTimeout(exited, 3000)
     t.equal(code, 0, 'exits without waiting for the idle keep-alive socket (bound 3s, drain timeout 30s)')
     if (code === 'timeout') {
       agent.destroy() // the client lets go of the socket: now the drain can finish
-      t.equal(await within(exited, 10_000), 0, 'exits 0 once the client closes its idle connection')
+      t.equal(await orTimeout(exited, 10_000), 0, 'exits 0 once the client closes its idle connection')
     }
   })
 
@@ -196,9 +188,9 @@ shutdown: { drainTimeout: 30s }
     const slow = httpRequest(`${gw.url}/slow`).then((res) => res, (err: NodeJS.ErrnoException) => err)
     await upstream.arrived
     const exited = gw.stop('SIGTERM')
-    const code = await within(exited, 10_000)
+    const code = await orTimeout(exited, 10_000)
     t.equal(code, 0, 'exits 0 (bound 10s) although the upstream never answered')
-    const outcome = await within(slow, 5000)
+    const outcome = await orTimeout(slow, 5000)
     t.type(outcome, Error, 'the request was cut, not answered')
     t.match((outcome as NodeJS.ErrnoException).code, /^(ECONNRESET|EPIPE)$/)
     await allLogged(gw)

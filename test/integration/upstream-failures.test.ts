@@ -8,19 +8,11 @@ import { request, type IncomingHttpHeaders, type IncomingMessage, type ServerRes
 import { configFor, startGateway, type RunningGateway } from '../helpers/gateway.ts'
 import { refusingPort, startUpstream } from '../helpers/upstreams.ts'
 import { httpRequest } from '../helpers/http.ts'
+import { within } from '../helpers/wait.ts'
 
 /** A config whose upstream block is written out in full (configFor only takes the URL). */
 function configWithUpstream(upstreamYaml: string, extra = ''): string {
   return `listen: { port: \${PORT} }\nadmin: { port: \${ADMIN_PORT} }\nupstream: ${upstreamYaml}\n${extra}`
-}
-
-/** Fails the test instead of hanging it: every await on the network gets a generous upper bound. */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms}ms`)), ms)
-  })
-  return Promise.race([promise, bound]).finally(() => clearTimeout(timer))
 }
 
 interface Outcome {

@@ -8,18 +8,10 @@ import type { Duplex } from 'node:stream'
 import { configFor, startGateway } from '../helpers/gateway.ts'
 import { refusingPort } from '../helpers/upstreams.ts'
 import { openUpgrade } from '../helpers/upgrade.ts'
+import { within } from '../helpers/wait.ts'
 
 const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 const acceptFor = (key: string) => createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64')
-
-/** Fails the test instead of hanging it. */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms}ms`)), ms)
-  })
-  return Promise.race([promise, bound]).finally(() => clearTimeout(timer))
-}
 
 /** An upstream that completes the RFC 6455 handshake and then echoes every byte it receives. */
 async function startEchoUpstream() {
