@@ -187,8 +187,8 @@ export function eventConstants(defaults: EventDefaults): EventConstants {
 
 /**
  * The transaction event Sentry's ingest expects (the shape the SDK sends for a root span with children), as the
- * JSON text of the envelope item: written out here rather than built as objects for JSON.stringify, which with
- * the process's constant fields serialised once cost about a third of the CPU per transaction. Every text in it
+ * JSON text of the envelope item, written out here rather than built as objects for JSON.stringify: with the
+ * process's constant fields serialised once, a transaction costs about a third less CPU to make. Every text in it
  * that could carry data (names, descriptions, tags, attributes, environment, release) is filtered as scrubEvent
  * and scrubSpan filter the SDK's events; ids (hex, made here or matched as hex on the way in) and times carry none.
  */
