@@ -58,7 +58,7 @@ export class Lab {
     if (!pending) {
       const def = this.defs[key]
       if (!def) throw new Error(`no target ${key}`)
-      pending = def.start(this, key).then((started) => {
+      pending = startOnFreePorts(def, this, key).then((started) => {
         this.status.set(key, { state: 'started', note: started.note })
         return started
       }, (err: unknown) => {
@@ -70,6 +70,21 @@ export class Lab {
       this.started.set(key, pending)
     }
     return pending
+  }
+}
+
+/**
+ * Targets start side by side, and a port freePort() found free is only free until something binds it: another
+ * target's listen(0) can take it first, and ours then exits with EADDRINUSE. Such a start is tried again on
+ * new ports (twice at most); any other failure is the target's own.
+ */
+async function startOnFreePorts(def: TargetDef, lab: Lab, key: string): Promise<Started> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await def.start(lab, key)
+    } catch (err) {
+      if (attempt === 3 || !/EADDRINUSE|Address already in use/.test(err instanceof Error ? err.message : String(err))) throw err
+    }
   }
 }
 
