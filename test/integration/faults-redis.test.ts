@@ -192,6 +192,11 @@ t.test('Redis flapping around its timeout: one episode, not one per flap; it end
   t.teardown(() => void load.stop())
   await load.ended(200)
   const from = gw.logs.length
+  // On a busy machine even the fast Redis can miss a 50 ms timeout, so an episode may already be open: it
+  // is then the one the slow turns must keep open.
+  const openAtStart = gw.logs.findLast((line) => line.event === 'redis_outage' || line.event === 'redis_recovered')?.event === 'redis_outage'
+  const outagesCounted = async () => Number(/^gateway_redis_outages_total (\d+)$/m.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1])
+  const countedBefore = await outagesCounted()
   // Slow (every chunk held 200 ms, four times the timeout) and fast in turns, each turn well under
   // EPISODE_SETTLE_MS: commands fail in the slow turns and succeed in the fast ones.
   for (let flap = 0; flap < 4; flap++) {
@@ -200,16 +205,15 @@ t.test('Redis flapping around its timeout: one episode, not one per flap; it end
     proxy.setDelay(0)
     await sleep(400)
   }
-  const outages = () => gw.logs.slice(from).filter(isOutage).length
-  t.equal(outages(), 1, 'four slow turns are one episode')
+  const outages = () => (openAtStart ? 1 : 0) + gw.logs.slice(from).filter(isOutage).length
+  t.equal(outages(), 1, `four slow turns are one episode${openAtStart ? ' (the one open when they began)' : ''}`)
   t.ok(await until(() => gw.logs.slice(from).some((line) => line.event === 'redis_recovered'), 6 * EPISODE_SETTLE_MS), 'the episode ended once Redis stayed fast')
   const back = gw.logs.slice(from).find((line) => line.event === 'redis_recovered')!
   // From a failure in the first slow turn to at least the last slow turn's start (3 × 800 ms later), plus the settle time.
   t.ok((back.downForMs as number) >= 3 * 800 + EPISODE_SETTLE_MS - 200, `it lasted past the last slow turn and the settle time (${back.downForMs as number} ms)`)
   t.equal(outages(), 1, 'still one episode')
   allOk(t, 'Redis flapping', await load.stop())
-  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
-  t.match(metrics, /^gateway_redis_outages_total 1$/m, 'one outage counted')
+  t.equal(await outagesCounted() - countedBefore, openAtStart ? 0 : 1, 'one outage counted for them')
 })
 
 /** Milliseconds from sending PING on a fresh connection to the port until +PONG comes back. */
