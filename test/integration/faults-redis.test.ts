@@ -10,7 +10,7 @@ import { startGateway, type RunningGateway } from '../helpers/gateway.ts'
 import { startRedis } from '../helpers/redis.ts'
 import { startUpstream } from '../helpers/upstreams.ts'
 import { startSentryReceiver } from '../helpers/sentry-receiver.ts'
-import { startDelayProxy } from '../helpers/tcp-delay-proxy.ts'
+import { startDelayProxy, type DelayProxy } from '../helpers/tcp-delay-proxy.ts'
 import { describeCounts, quantile, startLoad, type LoadReport } from '../helpers/load.ts'
 import { httpRequest } from '../helpers/http.ts'
 import { until } from '../helpers/wait.ts'
@@ -53,6 +53,17 @@ const allowed = (statuses: number[]) => statuses.filter((s) => s === 200).length
 
 const isOutage = (line: Record<string, unknown>) => line.event === 'redis_outage'
 const isBack = (line: Record<string, unknown>) => typeof line.msg === 'string' && line.msg.startsWith('redis is back')
+
+/** A redis-server behind a delay proxy (startDelayProxy), and a gateway using it with redis.timeout 50 ms; all torn down with the test. */
+async function gatewayBehindDelayProxy(t: Test, keyPrefix: string): Promise<{ proxy: DelayProxy; gw: RunningGateway }> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const proxy = await startDelayProxy({ port: redis.port })
+  t.teardown(() => proxy.close())
+  const gw = await startGateway(yaml({ url: proxy.url(), keyPrefix, timeout: '50ms' }))
+  t.teardown(() => gw.stop())
+  return { proxy, gw }
+}
 
 /** A whole load report with nothing but 200s: every request answered, none failed. */
 function allOk(t: Test, name: string, report: LoadReport): void {
@@ -125,12 +136,7 @@ t.test('Redis killed mid-load and restarted: no 5xx, per-instance limits while d
 })
 
 t.test('Redis made slow (every chunk held 1 s, redis.timeout 50ms): requests answer from the fallback within a bounded time', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const proxy = await startDelayProxy({ port: redis.port })
-  t.teardown(() => proxy.close())
-  const gw = await startGateway(yaml({ url: proxy.url(), keyPrefix: 'slow:', timeout: '50ms' }))
-  t.teardown(() => gw.stop())
+  const { proxy, gw } = await gatewayBehindDelayProxy(t, 'slow:')
   const next = (seq: number) => ({ path: seq % 2 ? `/cached/${seq % 100}` : `/plain/${seq}` })
 
   const baseline = await startLoad({ url: gw.url, concurrency: 20, durationMs: 1000, next }).done
@@ -181,12 +187,7 @@ t.test('Redis made slow (every chunk held 1 s, redis.timeout 50ms): requests ans
 })
 
 t.test('Redis flapping around its timeout: one episode, not one per flap; it ends once Redis stays fast', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const proxy = await startDelayProxy({ port: redis.port })
-  t.teardown(() => proxy.close())
-  const gw = await startGateway(yaml({ url: proxy.url(), keyPrefix: 'flap:', timeout: '50ms' }))
-  t.teardown(() => gw.stop())
+  const { proxy, gw } = await gatewayBehindDelayProxy(t, 'flap:')
   // Every request spends from the default limit in Redis; half are L1 misses looked up in L2 as well.
   const load = startLoad({ url: gw.url, concurrency: 10, next: (seq) => ({ path: seq % 2 ? `/cached/flap-${seq}` : `/plain/flap-${seq}` }) })
   t.teardown(() => void load.stop())
