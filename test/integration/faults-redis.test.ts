@@ -148,7 +148,11 @@ t.test('Redis made slow (every chunk held 1 s, redis.timeout 50ms): requests ans
   // L2 lookups (cached URLs not in L1) for EPISODE_SETTLE_MS close it, so that what follows starts with none open.
   const episodeOpen = () => gw.logs.findLast((line) => line.event === 'redis_outage' || line.event === 'redis_recovered')?.event === 'redis_outage'
   let settle = 0
-  await until(async () => !(episodeOpen() && (await httpRequest(`${gw.url}/cached/settle-${settle++}`), true)), 4 * EPISODE_SETTLE_MS, 100)
+  await until(async () => {
+    if (!episodeOpen()) return true
+    await httpRequest(`${gw.url}/cached/settle-${settle++}`)
+    return false
+  }, 4 * EPISODE_SETTLE_MS, 100)
   t.notOk(episodeOpen(), 'no Redis episode open before Redis turns slow')
   proxy.setDelay(DELAY_MS)
   const slowFrom = gw.logs.length
