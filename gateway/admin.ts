@@ -22,15 +22,16 @@ export interface AdminActions {
 }
 
 export function createAdminServer(state: GatewayState, actions: AdminActions): Server {
-  const metrics = createMetrics(state)
-  shareMetrics(metrics.registry)
+  // With admin.metrics off nothing subscribes to the request channel for metrics: they cost nothing.
+  const metrics = state.plan.config.admin.metrics ? createMetrics(state) : undefined
+  if (metrics) shareMetrics(metrics.registry)
   const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === '/cache/purge') return purge(state, req, res)
     if (path === '/reload') return reload(state, actions, req, res)
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' })
     if (path === '/healthz') return json(res, 200, { status: 'ok' })
-    if (path === '/metrics') return scrape(metrics, res)
+    if (path === '/metrics' && metrics) return scrape(metrics, res)
     if (path === '/readyz') {
       const checks = {
         config: { ok: true, file: state.plan.file },
@@ -43,9 +44,9 @@ export function createAdminServer(state: GatewayState, actions: AdminActions): S
       const ready = Object.values(checks).every((check) => check.ok || ('required' in check && !check.required))
       return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
     }
-    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', 'POST /cache/purge', 'POST /reload'] })
+    json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', ...(metrics ? ['/metrics'] : []), 'POST /cache/purge', 'POST /reload'] })
   })
-  server.once('close', () => metrics.close())
+  server.once('close', () => metrics?.close())
   return server
 }
 

@@ -94,6 +94,7 @@ export const ConfigSchema = z.strictObject({
     host: z.string().default('0.0.0.0').describe('Address of the admin listener (/healthz, /readyz)'),
     port: port.default(9090).describe('Port of the admin listener'),
     token: z.string().default('').describe('Bearer token for POST /cache/purge and POST /reload; empty disables them'),
+    metrics: z.boolean().default(true).describe('Keep Prometheus metrics and serve them at /metrics; false: none are kept (no cost per request) and /metrics answers 404'),
   }).prefault({}).describe('The admin listener for probes'),
   upstream: z.strictObject({
     url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })

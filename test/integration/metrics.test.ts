@@ -259,6 +259,17 @@ t.test('a refused upstream: a 502 counted as an upstream error by code', async (
   t.notOk(metrics.samples.some((s) => Object.values(s.labels).some((value) => value.includes('77'))), 'no path in a label')
 })
 
+t.test('admin.metrics: false: no /metrics (404, not listed), requests are served as before', async (t) => {
+  const quiet = await startGateway(`listen: { port: \${PORT} }\nadmin: { port: \${ADMIN_PORT}, metrics: false }\nupstream: { url: ${upstream.url} }\n${ROUTES}`)
+  t.teardown(() => quiet.stop())
+  t.equal(await status(`${quiet.url}/echo`), 200)
+  const res = await fetch(`${quiet.adminUrl}/metrics`)
+  t.equal(res.status, 404)
+  const body = await res.json() as { endpoints: string[] }
+  t.notOk(body.endpoints.includes('/metrics'), 'not listed among the admin endpoints')
+  t.equal((await fetch(`${quiet.adminUrl}/healthz`)).status, 200, 'the rest of the admin listener works')
+})
+
 t.test('gateway_redis_up follows a real redis-server being killed and restarted', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
