@@ -12,6 +12,8 @@ export interface GatewayOptions {
   keyPrefix?: string
   /** Top-level `workers:` (node:cluster), only when the comparison asks for it. */
   workers?: number
+  /** false: `admin.metrics: false` (no Prometheus metrics kept). */
+  metrics?: boolean
 }
 
 /**
@@ -21,11 +23,11 @@ export interface GatewayOptions {
  */
 export const LIMIT_SCALE = 1_000_000
 
-/** No cache, no limits, no access log: what a proxy costs. */
+/** No cache, no limits, no access log (metrics kept unless `metrics: false`): what a proxy costs. */
 export function passThroughYaml(options: GatewayOptions, extra = ''): string {
   const lines = [
     'listen: { host: 127.0.0.1, port: ${PORT} }',
-    'admin: { host: 127.0.0.1, port: ${ADMIN_PORT} }',
+    `admin: { host: 127.0.0.1, port: \${ADMIN_PORT}${options.metrics === false ? ', metrics: false' : ''} }`,
     'log: { requests: false }',
     `upstream: { url: "${options.upstream}", connections: 64 }`,
   ]
