@@ -3,6 +3,7 @@
 import { LRUCache } from 'lru-cache'
 import { usefulUntil, type CacheStore, type Variants } from './store.ts'
 import { publishCacheEviction } from '../observability/events.ts'
+import { ONE_WRITE_MAX } from '../pipeline.ts'
 
 export class MemoryTier implements CacheStore {
   readonly lru: LRUCache<string, Variants>
@@ -39,6 +40,7 @@ export class MemoryTier implements CacheStore {
     const cap = this.#ttlCap()
     const ttl = Math.min(Math.max(...variants.entries.map(usefulUntil)) - this.#now(), cap ?? Infinity)
     if (ttl <= 0) return void this.lru.delete(primary)
+    for (const entry of variants.entries) if (entry.body.length <= ONE_WRITE_MAX) entry.text ??= entry.body.toString('latin1')
     this.lru.set(primary, variants, { ttl, size: sizeOf(primary, variants) })
     if (!this.lru.has(primary)) return // larger than the whole tier: not stored
     for (const entry of variants.entries) for (const tag of entry.tags) {
@@ -77,11 +79,11 @@ export class MemoryTier implements CacheStore {
   }
 }
 
-/** Bytes an entry holds: bodies, header text and a fixed overhead for the objects around them. */
+/** Bytes an entry holds: bodies (and their text), header text and a fixed overhead for the objects around them. */
 function sizeOf(primary: string, variants: Variants): number {
   let size = primary.length + 64
   for (const entry of variants.entries) {
-    size += entry.body.length + 256
+    size += entry.body.length + (entry.text?.length ?? 0) + 256
     for (const name in entry.headers) size += name.length + String(entry.headers[name]).length
     for (const tag of entry.tags) size += tag.length + 32
   }

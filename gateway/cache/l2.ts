@@ -54,7 +54,7 @@ export class RedisTier implements CacheStore {
 
 /** [4-byte length][JSON of the entries without bodies][bodies, in order]: no base64 inflation. */
 export function encodeVariants(variants: Variants): Buffer {
-  const meta = Buffer.from(JSON.stringify(variants.entries.map(({ body, ...rest }) => ({ ...rest, bodyLength: body.length }))))
+  const meta = Buffer.from(JSON.stringify(variants.entries.map(({ body, text: _text, ...rest }) => ({ ...rest, bodyLength: body.length }))))
   const head = Buffer.alloc(4)
   head.writeUInt32BE(meta.length)
   return Buffer.concat([head, meta, ...variants.entries.map((e) => e.body)])

@@ -122,7 +122,7 @@ export function replyFromEntry(ctx: Ctx, entry: Entry, now: number): Reply {
     delete headers['content-length']
     return { status: 304, headers }
   }
-  return { status: entry.status, headers, body: entry.body }
+  return { status: entry.status, headers, body: entry.text ?? entry.body }
 }
 
 export async function forwardCached(ctx: Ctx, res: ServerResponse): Promise<void> {

@@ -6,6 +6,12 @@ export interface Entry {
   status: number
   headers: Record<string, string | string[]>
   body: Buffer
+  /**
+   * The body as latin1 text, for bodies small enough to leave in one write with the head (pipeline.ts,
+   * ONE_WRITE_MAX). Made once when the entry enters L1, so that a hit hands node the text instead of
+   * converting the Buffer every time (about 6% of an L1 hit's CPU); never sent to L2.
+   */
+  text?: string
   storedAt: number
   /** The Age the upstream reported when the entry was stored, in seconds. */
   initialAgeS: number
