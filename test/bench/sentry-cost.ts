@@ -126,6 +126,7 @@ async function child(approach: Approach, port: number, requests: number): Promis
   const settings = { dsn, environment: 'bench', release: 'bench-1', tracesSampleRate: approach === 'baseline' ? 0 : 1, reportUpstream5xx: true, profilesSampleRate: 0 }
   const handle = await setUp(approach, settings)
   const Sentry = await import('@sentry/node')
+  const { flushAll } = await import('../../gateway/observability/events.ts')
   const client = Sentry.getClient()!
   let dropped = 0
   const record = client.recordDroppedEvent.bind(client)
@@ -133,6 +134,8 @@ async function child(approach: Approach, port: number, requests: number): Promis
   const run = async (n: number, offset: number) => {
     for (let i = 0; i < n; i += BATCH) {
       for (let j = 0; j < BATCH && i + j < n; j++) handle(fakeCtx(offset + i + j))
+      // The gateway batches its transactions (observability/sentry.ts): flushAll sends what is waiting, then flushes.
+      await flushAll(10_000)
       await client.flush(10_000)
     }
   }

@@ -79,6 +79,33 @@ routes:
   t.equal(seen.headers['sentry-trace']?.split('-')[1], upstreamSpan.span_id, 'the upstream\'s parent span is the upstream-call span')
 })
 
+t.test('transactions go out in batches: none lost beyond a batch, timed when their request ended, the waiting ones sent at shutdown', async (t) => {
+  const gw = await startGateway(configFor(upstream.url, sentryConfig()))
+  const idsOf = (responses: Response[]) => responses.map((res) => res.headers.get('x-request-id')!)
+  const sentIds = () => new Set(receiver.items('transaction').map((tx) => (tx.tags as Record<string, string>)?.request_id))
+
+  // More sampled requests at once than one batch holds (32).
+  const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => fetch(`${gw.url}/echo/burst-${i}`).then(async (res) => (await res.arrayBuffer(), res))))
+  await receiver.waitFor(() => idsOf(burst).every((id) => sentIds().has(id)))
+  t.pass('all 40 transactions arrived')
+
+  const res = await fetch(`${gw.url}/echo/timed`)
+  await res.arrayBuffer()
+  const answeredAt = Date.now()
+  const id = res.headers.get('x-request-id') ?? ''
+  await receiver.waitFor(() => sentIds().has(id))
+  const tx = receiver.items('transaction').find((tx) => (tx.tags as Record<string, string>)?.request_id === id)!
+  // Built up to 50 ms later in its batch, the transaction still ends when its request did: before the client had the answer.
+  t.ok((tx.timestamp as number) * 1000 <= answeredAt + 1, `ends at ${(tx.timestamp as number) * 1000}, the answer arrived at ${answeredAt}`)
+
+  // Stopped at once after the answer, the gateway sends the transaction still waiting for its batch.
+  const last = await fetch(`${gw.url}/echo/last`)
+  await last.arrayBuffer()
+  await gw.stop()
+  await receiver.waitFor(() => sentIds().has(last.headers.get('x-request-id') ?? ''))
+  t.pass('the last request\'s transaction arrived after the gateway stopped')
+})
+
 t.test('a W3C traceparent alone is continued too', async (t) => {
   const gw = await startGateway(configFor(upstream.url, sentryConfig()))
   t.teardown(() => gw.stop())
