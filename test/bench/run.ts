@@ -12,8 +12,8 @@ import { parseArgs } from 'node:util'
 import { chooseGenerator, runAb, type LoadSpec } from './load.ts'
 import { cacheCounts, hitRates, salesFlowMix, type CacheCounts, type HitRate } from './mix.ts'
 import { ROOT, choosePinning, sampleRss, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
-import { addRatios, checkGoals, markdown, toRow, type AbOutcome, type Report, type Row, type Run } from './report.ts'
-import { GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario } from './scenarios.ts'
+import { addRatios, checkGoals, markdown, sideKey, toRow, type AbOutcome, type Report, type Row, type Run, type SideBySide } from './report.ts'
+import { GOALS, GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario, type SideSample } from './scenarios.ts'
 import { Lab } from './targets.ts'
 import { passThroughYaml } from './configs.ts'
 
@@ -28,6 +28,8 @@ const USAGE = `usage: npm run bench -- [options]
   --cpus N            also compare the gateway with workers: 1 and workers: N (L1 hit, pass-through)
   --connections N     the ordinary connection count (default 50; the sustained test uses 1000)
   --duration S        seconds per measured run;  --rounds N  interleaved rounds
+  --side-by-side N    rounds in which each ratio goal's two scenarios are loaded at the same moment
+                      (default 5, quick 4, smoke 1; 0: none, the goals judged one after the other)
   --no-pin            do not pin with taskset;  --keep  keep the temp dir (configs, logs)`
 
 const { values: args } = parseArgs({
@@ -42,6 +44,7 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '50' },
     duration: { type: 'string' },
     rounds: { type: 'string' },
+    'side-by-side': { type: 'string' },
     pin: { type: 'boolean', default: true },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -54,12 +57,13 @@ if (args.help) {
 
 const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'
 const plan = {
-  full: { warmupS: 2, seconds: 10, rounds: 3, manySeconds: 30, abRequests: 1000 },
-  quick: { warmupS: 1, seconds: 2, rounds: 2, manySeconds: 5, abRequests: 1000 },
-  smoke: { warmupS: 0, seconds: 1, rounds: 1, manySeconds: 2, abRequests: 200 },
+  full: { warmupS: 2, seconds: 10, rounds: 3, sideRounds: 5, manySeconds: 30, abRequests: 1000 },
+  quick: { warmupS: 1, seconds: 2, rounds: 2, sideRounds: 4, manySeconds: 5, abRequests: 1000 },
+  smoke: { warmupS: 0, seconds: 1, rounds: 1, sideRounds: 1, manySeconds: 2, abRequests: 200 },
 }[mode]
 if (args.duration) plan.seconds = Number(args.duration)
 if (args.rounds) plan.rounds = Number(args.rounds)
+if (args['side-by-side']) plan.sideRounds = Number(args['side-by-side'])
 const connections = Number(args.connections)
 const MANY = 1000
 /** --quick leaves out the groups the issue does not list (cache miss, Sentry alone, the 20 ms upstream); --only brings them back. */
@@ -174,6 +178,20 @@ try {
       await measureOne(s, connections, plan.seconds)
     }
   }
+  // Each ratio goal's two scenarios once more, loaded at the same moment (a load generator each): on a shared
+  // VM a ratio measured one after the other moved by ±30% from one round to the next, side by side by ±5%.
+  const sideBySide: SideBySide = new Map()
+  for (const goal of GOALS) {
+    const [a, b] = goal.uses.map((id) => ordinary.find((s) => s.id === id))
+    if (!goal.sideBySide || !a || !b || a.target === b.target || sideBySide.has(sideKey(a.id, b.id))) continue
+    const rounds: Array<{ a: SideSample; b: SideSample }> = []
+    for (let round = 1; round <= plan.sideRounds; round++) {
+      log(`side by side ${round}/${plan.sideRounds}: ${a.id} + ${b.id}`)
+      const [runA, runB] = await Promise.all([measure(a, await specFor(a, connections, plan.seconds)), measure(b, await specFor(b, connections, plan.seconds))])
+      rounds.push({ a: { rps: runA.rps, cpuUs: runA.cpuUs }, b: { rps: runB.rps, cpuUs: runB.cpuUs } })
+    }
+    sideBySide.set(sideKey(a.id, b.id), rounds)
+  }
   for (const s of many) {
     log(`${MANY} connections, ${plan.manySeconds} s: ${s.id}`)
     await measureOne(s, MANY, plan.manySeconds)
@@ -226,7 +244,8 @@ try {
       detail: status.state === 'started' ? status.note : status.reason,
     })),
     rows,
-    goals: checkGoals(rows, ab),
+    goals: checkGoals(rows, ab, sideBySide),
+    sideBySide: [...sideBySide].map(([pair, rounds]) => ({ pair, rounds })),
     ab,
     mix: mixRates,
   }
