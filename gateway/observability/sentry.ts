@@ -135,8 +135,8 @@ const BATCH_MAX = 32
  * At tracesSampleRate 0.1 the code that builds and sends a transaction (ours, the SDK's transport, undici's
  * client) runs once every ten requests, with the CPU's caches full of other work: measured in place, a
  * sampled request then cost about three times what it costs when every request is sampled. Run back to back
- * in a batch, it stays warm: with every target loaded at the same moment, tracing at 0.1 went from 0.81× to
- * 0.88–0.93× the throughput of a gateway with Sentry and metrics off. A transaction's times are taken when its
+ * in a batch, it stays warm: with the targets loaded at the same moment, tracing at 0.1 went from 0.81–0.85× to
+ * 0.87–0.90× the throughput of a gateway with Sentry and metrics off. A transaction's times are taken when its
  * request ends; shutdown (onFlush) sends what is waiting.
  */
 function transactionBatches(sending: Sending): TransactionBatches {
