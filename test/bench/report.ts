@@ -1,7 +1,7 @@
 // Turning samples into rows (median and min–max over rounds), the goal table and the markdown report.
 import type { AbResult, Sample } from './load.ts'
 import type { HitRate } from './mix.ts'
-import { GOALS, GROUPS, median, type Measured, type Scenario, type SideSample } from './scenarios.ts'
+import { GOALS, GROUPS, median, type Measured, type Scenario, type SideRound } from './scenarios.ts'
 
 /** One measured run: the load generator's figures plus what was sampled around it. */
 export interface Run extends Sample {
@@ -76,7 +76,7 @@ export function addRatios(rows: Row[], all: Scenario[]): void {
 export interface GoalResult { goal: string; measured: string; verdict: 'pass' | 'miss' | 'split' | 'n/a'; value?: number }
 
 /** Rounds of two scenarios loaded at the same moment, keyed by sideKey(a, b). */
-export type SideBySide = Map<string, Array<{ a: SideSample; b: SideSample }>>
+export type SideBySide = Map<string, SideRound[]>
 
 export const sideKey = (a: string, b: string) => `${a} + ${b}`
 
@@ -111,7 +111,7 @@ export interface Report {
   rows: Row[]
   goals: GoalResult[]
   /** The raw side-by-side rounds behind the ratio goals. */
-  sideBySide: Array<{ pair: string; rounds: Array<{ a: SideSample; b: SideSample }> }>
+  sideBySide: Array<{ pair: string; rounds: SideRound[] }>
   ab: AbOutcome[]
   mix: HitRate[] | null
 }

@@ -13,7 +13,7 @@ import { chooseGenerator, runAb, type LoadSpec } from './load.ts'
 import { cacheCounts, hitRates, salesFlowMix, type CacheCounts, type HitRate } from './mix.ts'
 import { ROOT, choosePinning, sampleRss, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
 import { addRatios, checkGoals, markdown, sideKey, toRow, type AbOutcome, type Report, type Row, type Run, type SideBySide } from './report.ts'
-import { GOALS, GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario, type SideSample } from './scenarios.ts'
+import { GOALS, GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario, type SideRound } from './scenarios.ts'
 import { Lab } from './targets.ts'
 import { passThroughYaml } from './configs.ts'
 
@@ -184,7 +184,7 @@ try {
   for (const goal of GOALS) {
     const [a, b] = goal.uses.map((id) => ordinary.find((s) => s.id === id))
     if (!goal.sideBySide || !a || !b || a.target === b.target || sideBySide.has(sideKey(a.id, b.id))) continue
-    const rounds: Array<{ a: SideSample; b: SideSample }> = []
+    const rounds: SideRound[] = []
     for (let round = 1; round <= plan.sideRounds; round++) {
       log(`side by side ${round}/${plan.sideRounds}: ${a.id} + ${b.id}`)
       const [runA, runB] = await Promise.all([measure(a, await specFor(a, connections, plan.seconds)), measure(b, await specFor(b, connections, plan.seconds))])

@@ -189,12 +189,15 @@ export interface Measured {
   /** Req/s of each round, in round order (a failed round is NaN). */
   roundRps(id: string): number[]
   /** The rounds in which both scenarios were loaded at the same moment (empty when not measured). */
-  sideBySide(a: string, b: string): ReadonlyArray<{ a: SideSample; b: SideSample }>
+  sideBySide(a: string, b: string): readonly SideRound[]
   abMeanMs(): number | undefined
 }
 
 /** One side of a side-by-side round. */
 export interface SideSample { rps: number; cpuUs: number | null }
+
+/** One side-by-side round: both scenarios of a goal, measured at the same moment. */
+export interface SideRound { a: SideSample; b: SideSample }
 
 export interface Goal {
   text: string
@@ -238,7 +241,7 @@ const ratio = (a: string, b: string, text: string, min: number): Goal => ({
  * Sharing a CPU changes the costs themselves (each process finds more requests waiting when it runs), so this
  * is a second opinion, not the issue's measure.
  */
-function sideBySideRatio(rounds: ReadonlyArray<{ a: SideSample; b: SideSample }>): { value: number; shown: string } | undefined {
+function sideBySideRatio(rounds: readonly SideRound[]): { value: number; shown: string } | undefined {
   const measured = rounds.filter((r) => r.a.cpuUs && r.b.cpuUs && r.a.rps > 0 && r.b.rps > 0)
   if (!measured.length) return undefined
   const ratios = measured.map((r) => r.b.cpuUs! / r.a.cpuUs!)
