@@ -185,9 +185,11 @@ try {
     const [a, b] = goal.uses.map((id) => ordinary.find((s) => s.id === id))
     if (!goal.sideBySide || !a || !b || a.target === b.target || sideBySide.has(sideKey(a.id, b.id))) continue
     const rounds: SideRound[] = []
+    const [specA, specB] = [await specFor(a, connections, plan.seconds), await specFor(b, connections, plan.seconds)]
     for (let round = 1; round <= plan.sideRounds; round++) {
       log(`side by side ${round}/${plan.sideRounds}: ${a.id} + ${b.id}`)
-      const [runA, runB] = await Promise.all([measure(a, await specFor(a, connections, plan.seconds)), measure(b, await specFor(b, connections, plan.seconds))])
+      // Both specs made first, so that the two loads start together.
+      const [runA, runB] = await Promise.all([measure(a, specA), measure(b, specB)])
       rounds.push({ a: { rps: runA.rps, cpuUs: runA.cpuUs }, b: { rps: runB.rps, cpuUs: runB.cpuUs } })
     }
     sideBySide.set(sideKey(a.id, b.id), rounds)

@@ -217,16 +217,15 @@ const ratio = (a: string, b: string, text: string, min: number): Goal => ({
   measure(m) {
     const x = m.rps(a)
     const y = m.rps(b)
+    if (x === undefined || !y) return undefined
+    // Judged by req/s one after the other, as the issue states it, with the CPU each answer cost the target
+    // beside it (the inverse ratio: less is better), and checked against the side-by-side rounds: measured at
+    // the same moment the two meet the same machine (a minute's change of a shared VM moved a ratio measured one
+    // after the other by ±30%), but under a shared CPU, a different regime. Should the two disagree, the
+    // verdict says so rather than pick one.
     const cpuA = m.cpuUs(a)
     const cpuB = m.cpuUs(b)
-    // One after the other: req/s, with the CPU each answer cost the target beside it (the inverse ratio: less
-    // is better), which moves less than req/s between rounds on a shared VM.
     const byCpu = cpuA && cpuB ? `; by CPU per request ${(cpuB / cpuA).toFixed(2)}× (${cpuA.toFixed(1)} against ${cpuB.toFixed(1)} µs)` : ''
-    if (x === undefined || !y) return undefined
-    // Judged by req/s one after the other, as the issue states it, and checked against the side-by-side rounds:
-    // measured at the same moment the two meet the same machine (a minute's change of a shared VM moved a ratio
-    // measured one after the other by ±30%), but under a shared CPU, a different regime. Should the two disagree,
-    // the verdict says so rather than pick one.
     const side = sideBySideRatio(m.sideBySide(a, b))
     const shown = `${(x / y).toFixed(2)}×${byCpu}${roundSpread(m.roundRps(a), m.roundRps(b))}`
     return { value: x / y, second: side?.value, shown: side ? `${shown}; ${side.shown}` : shown }
