@@ -218,6 +218,52 @@ export function treeCpuUs(pid: number): number | null {
   return (ticks / TICKS_PER_S) * 1e6
 }
 
+/** A set of CPUs' time as /proc/stat counts it, in ticks: all of it, and the part the hypervisor stole. */
+export interface CpuTime { total: number; steal: number }
+
+/**
+ * The time of the CPUs in `list` ("1", "1-3", "0,2"; null: all of them) so far; null without /proc/stat.
+ * Steal is time this VM's CPU was ready to run but the host ran another guest; on a shared host it comes and
+ * goes from minute to minute, and a run that met more of it answers fewer requests for reasons not its own.
+ */
+export function cpuTime(list: string | null): CpuTime | null {
+  let stat: string
+  try {
+    stat = readFileSync('/proc/stat', 'utf8')
+  } catch {
+    return null
+  }
+  const wanted = list === null ? null : cpuSet(list)
+  let total = 0
+  let steal = 0
+  for (const line of stat.split('\n')) {
+    const match = /^cpu(\d*) (.*)$/.exec(line)
+    if (!match) continue
+    // The aggregate line ("cpu") for all CPUs, else the numbered lines of the wanted ones.
+    if (wanted === null ? match[1] !== '' : match[1] === '' || !wanted.has(Number(match[1]))) continue
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    const ticks = match[2]!.trim().split(/\s+/).slice(0, 8).map(Number)
+    total += ticks.reduce((sum, x) => sum + x, 0)
+    steal += ticks[7] ?? 0
+  }
+  return total > 0 ? { total, steal } : null
+}
+
+/** The share of the CPUs' time stolen between two readings, in percent. */
+export function stealPercent(before: CpuTime | null, after: CpuTime | null): number | null {
+  if (!before || !after || after.total <= before.total) return null
+  return (100 * (after.steal - before.steal)) / (after.total - before.total)
+}
+
+function cpuSet(list: string): Set<number> {
+  const set = new Set<number>()
+  for (const part of list.split(',')) {
+    const [from, to = from] = part.split('-').map(Number)
+    for (let cpu = from!; cpu <= to!; cpu++) set.add(cpu)
+  }
+  return set
+}
+
 /** Samples the tree's RSS every `everyMs` until stopped; returns the peak in MiB. */
 export function sampleRss(pid: number | undefined, everyMs = 200): () => number | null {
   if (!pid || pid < 0) return () => null

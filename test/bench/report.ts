@@ -10,6 +10,8 @@ export interface Run extends Sample {
   upstreamMax: number | null
   /** The target's CPU time (its whole process tree) per request answered in the run, µs. */
   cpuUs: number | null
+  /** The share of the targets' CPUs the host stole during the run, % (null: not known). */
+  stealPct: number | null
   /** Set when the load generator itself failed. */
   failure?: string
 }
@@ -34,6 +36,8 @@ export interface Row {
   upstreamMax: number | null
   /** Median over rounds of the target's CPU µs per request. */
   cpuUs: number | null
+  /** Median over rounds of the host's steal on the targets' CPUs, %. */
+  stealPct: number | null
   ratio: string
   notes: string[]
   runs: Run[]
@@ -56,11 +60,17 @@ export function toRow(s: Scenario, runs: Run[], o: { connections: number; second
     requests: runs.reduce((n, r) => n + r.requests, 0),
     peakRssMiB: max(runs.map((r) => r.rssMiB)),
     upstreamMax: max(runs.map((r) => r.upstreamMax)),
-    cpuUs: ok.some((r) => r.cpuUs !== null) ? median(ok.flatMap((r) => (r.cpuUs === null ? [] : [r.cpuUs]))) : null,
+    cpuUs: medianKnown(ok.map((r) => r.cpuUs)),
+    stealPct: medianKnown(ok.map((r) => r.stealPct)),
     ratio: '',
     notes: [...o.notes, ...runs.filter((r) => r.failure).map((r) => `load generator failed: ${r.failure}`)],
     runs,
   }
+}
+
+function medianKnown(xs: Array<number | null>): number | null {
+  const known = xs.filter((x): x is number => x !== null)
+  return known.length ? median(known) : null
 }
 
 /** The ratio column: req/s over the baseline scenario's, both from this run. */
@@ -88,6 +98,7 @@ export function checkGoals(rows: Row[], ab: AbOutcome[], sideBySide: SideBySide 
     errors: (id) => row(id)?.errors,
     upstreamMax: (id) => row(id)?.upstreamMax ?? undefined,
     cpuUs: (id) => row(id)?.cpuUs ?? undefined,
+    stealPct: (id) => row(id)?.stealPct ?? undefined,
     roundRps: (id) => row(id)?.runs.map((r) => (r.failure ? NaN : r.rps)) ?? [],
     sideBySide: (a, b) => sideBySide.get(sideKey(a, b)) ?? [],
     abMeanMs: () => ab.find((a) => a.id === 'ab.gateway')?.result?.meanMs,
@@ -121,7 +132,7 @@ export function markdown(report: Report): string {
   out.push(`# Gateway benchmark, ${String(report.meta.date)}`, '')
   for (const note of report.notes) out.push(`- ${note}`)
   out.push('')
-  const rowHeader = '| scenario | req/s (median) | min–max | p50 ms | p99 ms | CPU µs/req | errors | peak RSS MiB | upstream conns | ratio (same run) |\n|---|---|---|---|---|---|---|---|---|---|'
+  const rowHeader = '| scenario | req/s (median) | min–max | p50 ms | p99 ms | CPU µs/req | steal % | errors | peak RSS MiB | upstream conns | ratio (same run) |\n|---|---|---|---|---|---|---|---|---|---|---|'
   for (const group of GROUPS) {
     const rows = report.rows.filter((r) => r.group === group.id)
     if (group.id === 'ab') {
@@ -142,7 +153,7 @@ export function markdown(report: Report): string {
     out.push(`## ${group.title}`, '', `${first.connections} connections, ${fmt(first.seconds)} s × ${first.rounds} round(s)`, '', rowHeader)
     for (const r of rows) {
       const measuredAny = r.requests > 0
-      out.push(`| ${r.label} | ${measuredAny ? Math.round(r.rps) : '–'} | ${measuredAny ? `${Math.round(r.rpsMin)}–${Math.round(r.rpsMax)}` : ''} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${r.cpuUs === null ? '' : fmt(r.cpuUs, 1)} | ${r.errors}${r.errors ? ` (${r.non2xx} non-2xx, ${r.socketErrors} socket)` : ''} | ${r.peakRssMiB ?? ''} | ${r.upstreamMax ?? ''} | ${r.ratio} |`)
+      out.push(`| ${r.label} | ${measuredAny ? Math.round(r.rps) : '–'} | ${measuredAny ? `${Math.round(r.rpsMin)}–${Math.round(r.rpsMax)}` : ''} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${r.cpuUs === null ? '' : fmt(r.cpuUs, 1)} | ${r.stealPct === null ? '' : Math.round(r.stealPct)} | ${r.errors}${r.errors ? ` (${r.non2xx} non-2xx, ${r.socketErrors} socket)` : ''} | ${r.peakRssMiB ?? ''} | ${r.upstreamMax ?? ''} | ${r.ratio} |`)
     }
     const notes = rows.flatMap((r) => r.notes.map((n) => `${r.label}: ${n}`))
     if (group.id === 'mix' && report.mix) {

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { chooseGenerator, runAb, type LoadSpec } from './load.ts'
 import { cacheCounts, hitRates, salesFlowMix, type CacheCounts, type HitRate } from './mix.ts'
-import { ROOT, choosePinning, sampleRss, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
+import { ROOT, choosePinning, cpuTime, sampleRss, stealPercent, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
 import { addRatios, checkGoals, markdown, sideKey, toRow, type AbOutcome, type Report, type Row, type Run, type SideBySide } from './report.ts'
 import { GOALS, GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario, type SideRound } from './scenarios.ts'
 import { Lab } from './targets.ts'
@@ -105,6 +105,7 @@ const notes: string[] = [
   `mode: ${mode}; ${generatorNote}; p50/p99 resolution ${generator.resolution}`,
   pinning.note,
   `node ${process.version}, ${osCpus().length} CPUs (${osCpus()[0]?.model ?? '?'})`,
+  `steal %: the share of the targets' CPU${pinning.targets ? ` (${pinning.targets})` : 's'} the host gave to other guests during a run (/proc/stat, median over rounds); where two scenarios met different steal, their req/s one after the other compare the host's minutes more than the targets`,
 ]
 if (mode === 'quick' && !args.only) notes.push(`quick: groups ${QUICK_SKIPS.join(', ')} left out (--only ${QUICK_SKIPS.join(',')} runs them)`)
 if (mode === 'smoke') notes.push('smoke run: 1 s per scenario without warm-up; the figures only show that each one answered')
@@ -302,15 +303,17 @@ async function measure(s: Scenario, spec: LoadSpec): Promise<Run> {
   const stopRss = sampleRss(target.pid)
   const pid = target.pid ?? -1
   const cpuBefore = pid > 0 ? treeCpuUs(pid) : null
+  const timeBefore = cpuTime(pinning.targets)
   try {
     const sample = await generator.run(spec)
     const rssMiB = stopRss()
     const cpuAfter = cpuBefore === null ? null : treeCpuUs(pid)
     const cpuUs = cpuBefore !== null && cpuAfter !== null && sample.requests > 0 ? (cpuAfter - cpuBefore) / sample.requests : null
+    const stealPct = stealPercent(timeBefore, cpuTime(pinning.targets))
     const counts = await upstream?.stats(false)
-    return { ...sample, rssMiB, cpuUs, upstreamMax: counts?.maxOpen ?? null }
+    return { ...sample, rssMiB, cpuUs, stealPct, upstreamMax: counts?.maxOpen ?? null }
   } catch (err) {
     stopRss()
-    return { rps: 0, p50: NaN, p99: NaN, errors: 0, non2xx: 0, socketErrors: 0, requests: 0, rssMiB: null, cpuUs: null, upstreamMax: null, failure: (err as Error).message.split('\n')[0] }
+    return { rps: 0, p50: NaN, p99: NaN, errors: 0, non2xx: 0, socketErrors: 0, requests: 0, rssMiB: null, cpuUs: null, stealPct: null, upstreamMax: null, failure: (err as Error).message.split('\n')[0] }
   }
 }

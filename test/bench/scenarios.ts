@@ -186,6 +186,8 @@ export interface Measured {
   upstreamMax(id: string): number | undefined
   /** The target's CPU µs per request (median over rounds). */
   cpuUs(id: string): number | undefined
+  /** The host's steal on the targets' CPUs during the scenario's runs, % (median over rounds). */
+  stealPct(id: string): number | undefined
   /** Req/s of each round, in round order (a failed round is NaN). */
   roundRps(id: string): number[]
   /** The rounds in which both scenarios were loaded at the same moment (empty when not measured). */
@@ -227,7 +229,10 @@ const ratio = (a: string, b: string, text: string, min: number): Goal => ({
     const cpuB = m.cpuUs(b)
     const byCpu = cpuA && cpuB ? `; by CPU per request ${(cpuB / cpuA).toFixed(2)}× (${cpuA.toFixed(1)} against ${cpuB.toFixed(1)} µs)` : ''
     const side = sideBySideRatio(m.sideBySide(a, b))
-    const shown = `${(x / y).toFixed(2)}×${byCpu}${roundSpread(m.roundRps(a), m.roundRps(b))}`
+    const stealA = m.stealPct(a)
+    const stealB = m.stealPct(b)
+    const steal = stealA !== undefined && stealB !== undefined ? `; host steal ${stealA.toFixed(0)}% against ${stealB.toFixed(0)}%` : ''
+    const shown = `${(x / y).toFixed(2)}×${byCpu}${roundSpread(m.roundRps(a), m.roundRps(b))}${steal}`
     return { value: x / y, second: side?.value, shown: side ? `${shown}; ${side.shown}` : shown }
   },
   pass: (value) => value >= min,

@@ -5,7 +5,7 @@ import { checkGoals, sideKey, toRow, type Run, type SideBySide } from '../../ben
 import { scenarios } from '../../bench/scenarios.ts'
 
 const all = scenarios({ workers: 0 })
-const run = (rps: number, cpuUs: number): Run => ({ rps, p50: 1, p99: 2, errors: 0, non2xx: 0, socketErrors: 0, requests: rps * 10, rssMiB: null, cpuUs, upstreamMax: null })
+const run = (rps: number, cpuUs: number, stealPct: number | null = null): Run => ({ rps, p50: 1, p99: 2, errors: 0, non2xx: 0, socketErrors: 0, requests: rps * 10, rssMiB: null, cpuUs, stealPct, upstreamMax: null })
 const rows = (hitRps: number, ceilingRps: number) => [
   toRow(all.find((s) => s.id === 'hit.gateway')!, [run(hitRps, 1e6 / hitRps)], { connections: 50, seconds: 10, notes: [] }),
   toRow(all.find((s) => s.id === 'direct.instant')!, [run(ceilingRps, 1e6 / ceilingRps)], { connections: 50, seconds: 10, notes: [] }),
@@ -39,4 +39,14 @@ t.test('rounds without CPU figures are no side-by-side measurement', async (t) =
   const result = hitGoal(rows(9000, 10000), empty)
   t.equal(result.verdict, 'pass')
   t.notMatch(result.measured, /side by side/)
+})
+
+t.test('the host steal each scenario met is shown beside its ratio, when known', async (t) => {
+  t.notMatch(hitGoal(rows(9000, 10000)).measured, /steal/)
+  const withSteal = [
+    toRow(all.find((s) => s.id === 'hit.gateway')!, [run(9000, 111, 40), run(9000, 111, 60), run(9000, 111, 20)], { connections: 50, seconds: 10, notes: [] }),
+    toRow(all.find((s) => s.id === 'direct.instant')!, [run(10000, 100, 12)], { connections: 50, seconds: 10, notes: [] }),
+  ]
+  t.equal(withSteal[0]!.stealPct, 40, 'the median over rounds')
+  t.match(hitGoal(withSteal).measured, /host steal 40% against 12%/)
 })
