@@ -145,10 +145,15 @@ export function send(ctx: Ctx, res: ServerResponse, reply: Reply): void {
  */
 export const ONE_WRITE_MAX = 2048
 
+/** The latin1 text a body is handed to node as, for one write with the head; undefined when it is too large. */
+export function oneWriteText(body: Buffer): string | undefined {
+  return body.length <= ONE_WRITE_MAX ? body.toString('latin1') : undefined
+}
+
 /** Ends a response whose head is written, with its whole body (a string: its latin1 text). */
 export function endWith(res: ServerResponse, body: Buffer | string | undefined): void {
-  if (typeof body === 'string') res.end(body, 'latin1')
-  else if (body && body.length <= ONE_WRITE_MAX) res.end(body.toString('latin1'), 'latin1')
+  const text = typeof body === 'string' || body === undefined ? body : oneWriteText(body)
+  if (text !== undefined) res.end(text, 'latin1')
   else res.end(body)
 }
 

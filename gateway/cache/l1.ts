@@ -3,7 +3,7 @@
 import { LRUCache } from 'lru-cache'
 import { usefulUntil, type CacheStore, type Variants } from './store.ts'
 import { publishCacheEviction } from '../observability/events.ts'
-import { ONE_WRITE_MAX } from '../pipeline.ts'
+import { oneWriteText } from '../pipeline.ts'
 
 export class MemoryTier implements CacheStore {
   readonly lru: LRUCache<string, Variants>
@@ -40,7 +40,7 @@ export class MemoryTier implements CacheStore {
     const cap = this.#ttlCap()
     const ttl = Math.min(Math.max(...variants.entries.map(usefulUntil)) - this.#now(), cap ?? Infinity)
     if (ttl <= 0) return void this.lru.delete(primary)
-    for (const entry of variants.entries) if (entry.body.length <= ONE_WRITE_MAX) entry.text ??= entry.body.toString('latin1')
+    for (const entry of variants.entries) entry.text ??= oneWriteText(entry.body)
     this.lru.set(primary, variants, { ttl, size: sizeOf(primary, variants) })
     if (!this.lru.has(primary)) return // larger than the whole tier: not stored
     for (const entry of variants.entries) for (const tag of entry.tags) {
