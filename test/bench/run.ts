@@ -13,13 +13,13 @@ import { chooseGenerator, runAb, type LoadSpec } from './load.ts'
 import { cacheCounts, hitRates, salesFlowMix, type CacheCounts, type HitRate } from './mix.ts'
 import { ROOT, choosePinning, cpuTime, sampleRss, stealPercent, stopAll, stopOnSignals, treeCpuUs, which } from './procs.ts'
 import { addRatios, checkGoals, markdown, sideKey, toRow, type AbOutcome, type Report, type Row, type Run, type SideBySide } from './report.ts'
-import { GOALS, GROUPS, aliceToken, scenarios, select, targetCatalogue, type Scenario, type SideRound } from './scenarios.ts'
+import { GOALS, GROUPS, aliceToken, roundOrder, scenarios, select, targetCatalogue, type Scenario, type SideRound } from './scenarios.ts'
 import { Lab } from './targets.ts'
 import { passThroughYaml } from './configs.ts'
 
 const USAGE = `usage: npm run bench -- [options]
   --quick             2 s × 2 rounds per scenario, 5 s at 1000 connections, without the groups
-                      miss, sentry and slow (under 2 minutes); the default is 10 s × 3 rounds, 30 s
+                      miss, sentry and slow (under 2 minutes); the default is 8 s × 4 rounds, 30 s
   --smoke             every scenario for 1 s, 1 round: proves the harness works (CI); exits non-zero
                       when a target fails to start or a scenario gets no successful answer
   --only LIST         groups or scenario ids, comma-separated: ${GROUPS.map((g) => g.id).join(', ')}
@@ -27,7 +27,8 @@ const USAGE = `usage: npm run bench -- [options]
   --wrk | --autocannon   the load generator (default: wrk when installed, else autocannon)
   --cpus N            also compare the gateway with workers: 1 and workers: N (L1 hit, pass-through)
   --connections N     the ordinary connection count (default 50; the sustained test uses 1000)
-  --duration S        seconds per measured run;  --rounds N  interleaved rounds
+  --duration S        seconds per measured run;  --rounds N  interleaved rounds (every other one
+                      in reverse order)
   --side-by-side N    rounds in which each ratio goal's two scenarios are loaded at the same moment
                       (default 5, quick 4, smoke 1; 0: none, the goals judged one after the other)
   --no-pin            do not pin with taskset;  --keep  keep the temp dir (configs, logs)`
@@ -57,7 +58,7 @@ if (args.help) {
 
 const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'
 const plan = {
-  full: { warmupS: 2, seconds: 10, rounds: 3, sideRounds: 5, manySeconds: 30, abRequests: 1000 },
+  full: { warmupS: 2, seconds: 8, rounds: 4, sideRounds: 5, manySeconds: 30, abRequests: 1000 },
   quick: { warmupS: 1, seconds: 2, rounds: 2, sideRounds: 4, manySeconds: 5, abRequests: 1000 },
   smoke: { warmupS: 0, seconds: 1, rounds: 1, sideRounds: 1, manySeconds: 2, abRequests: 200 },
 }[mode]
@@ -174,7 +175,7 @@ try {
     if (admin) mixAfter = await cacheCounts(admin).catch(() => mixAfter)
   }
   for (let round = 1; round <= plan.rounds; round++) {
-    for (const s of ordinary) {
+    for (const s of roundOrder(ordinary, round)) {
       log(`round ${round}/${plan.rounds}: ${s.id}`)
       await measureOne(s, connections, plan.seconds)
     }

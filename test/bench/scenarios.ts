@@ -163,6 +163,16 @@ export function scenarios(o: { workers: number }): Scenario[] {
   return list
 }
 
+/**
+ * The order of round `round` (from 1): the list as it is, then reversed, and so on. Always in one order, the
+ * second scenario of every pair met the machine a few seconds after the first and after the same neighbour
+ * each time; in the full run of 2026-12-07 17:35 the first of the Sentry trio was the fastest in all three
+ * rounds. Counterbalanced, over an even number of rounds each side of a ratio runs first as often as second.
+ */
+export function roundOrder<T>(list: readonly T[], round: number): T[] {
+  return round % 2 === 1 ? [...list] : [...list].reverse()
+}
+
 /** --only: groups or scenario ids, plus the baselines their ratios and the goals need. */
 export function select(all: Scenario[], only: string[] | null): Scenario[] {
   if (!only) return all
