@@ -115,8 +115,9 @@ export const GROUPS: ReadonlyArray<{ id: string; title: string }> = [
 ]
 
 export function scenarios(o: { workers: number }): Scenario[] {
-  // Measured in this order in every round (the report groups them as GROUPS says): the scenarios a goal
-  // compares run next to each other, so that both sides of a ratio meet the same moment of a shared machine.
+  // Measured in this order, reversed every other round (roundOrder; the report groups them as GROUPS says):
+  // the scenarios a goal compares run next to each other, so that both sides of a ratio meet the same moment
+  // of a shared machine.
   const list: Scenario[] = [
     { id: 'direct.instant', group: 'direct', label: 'upstream direct (node:http, preallocated buffer: the ceiling)', target: 'instant', path: '/api/leads/1', connections: 'normal', upstream: 'instant' },
 
